@@ -1,0 +1,4 @@
+"""What a deployment needs: the manifest schema, the onnxruntime session wrapper, serving.
+
+Never imports ``smp_export`` or ``smp_train``.
+"""

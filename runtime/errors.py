@@ -1,0 +1,19 @@
+"""Typed errors of the runtime package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RuntimeErrorBase(Exception):
+    """Base class; names the file and the field when known."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None, field: str | None = None):
+        self.path = str(path) if path is not None else None
+        self.field = field
+        where = [w for w in (self.path, f"field '{field}'" if field else None) if w]
+        super().__init__(f"{': '.join(where)}: {message}" if where else message)
+
+
+class ManifestError(RuntimeErrorBase):
+    """manifest.json is missing, unreadable or does not follow the schema."""

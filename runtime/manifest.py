@@ -1,0 +1,103 @@
+"""The manifest schema: defined once here, written by smp-export, read by runtime/bench/serve.
+
+``manifest.json`` sits beside ``model.onnx`` and records where the model came from, what
+every pruned linear became (shape, density, stored format, bytes), totals, file sizes,
+the validation result and the versions that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ManifestError
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class LayerRecord:
+    """One pruned linear as stored in the exported graph."""
+
+    name: str                     # canonical weight name, e.g. encoder.layer.0.attention.self.query.weight
+    shape: list[int]              # [out, in] of the original matrix
+    stored_shape: list[int]       # [out, in] after compaction (== shape otherwise)
+    density: float                # kept / numel of the original matrix
+    nnz: int                      # kept weights
+    format: str                   # dense | sparse-initializer | compact
+    bytes: int                    # bytes the stored tensor(s) take in model.onnx
+
+
+@dataclass
+class ValidationRecord:
+    passed: bool
+    skipped: bool = False
+    atol: float = 1e-4
+    max_abs_diff: float | None = None
+    shapes: list[list[int]] = field(default_factory=list)   # [batch, seq] pairs compared
+    labels_agree: bool | None = None                        # argmax agreement (logits only)
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    source_format: str
+    source_path: str
+    method: str
+    weights: str                                  # export variant: dense | sparse-initializer | compact
+    head: dict[str, Any]                          # kind, label_token_ids, label_words
+    input_names: list[str]
+    output_names: list[str]
+    layers: list[LayerRecord]
+    totals: dict[str, Any]
+    files: dict[str, int]
+    validation: ValidationRecord
+    versions: dict[str, str]
+    custom_op_domains: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, directory: str | Path) -> Path:
+        path = Path(directory) / MANIFEST_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, path: str | Path | None = None) -> "Manifest":
+        if not isinstance(data, dict):
+            raise ManifestError("manifest must be a JSON object", path=path)
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ManifestError(f"unsupported schema version {version!r} (expected {SCHEMA_VERSION})",
+                                path=path, field="schema_version")
+        known = {f.name for f in fields(cls)}
+        missing = [name for name in ("source_format", "source_path", "method", "weights", "head",
+                                     "input_names", "output_names", "layers", "totals", "files",
+                                     "validation", "versions") if name not in data]
+        if missing:
+            raise ManifestError(f"missing keys: {', '.join(missing)}", path=path, field=missing[0])
+        kwargs = {k: v for k, v in data.items() if k in known}
+        try:
+            kwargs["layers"] = [LayerRecord(**layer) for layer in data["layers"]]
+            kwargs["validation"] = ValidationRecord(**data["validation"])
+        except TypeError as exc:
+            raise ManifestError(f"malformed record: {exc}", path=path, field="layers/validation") from exc
+        return cls(**kwargs)
+
+    @classmethod
+    def read(cls, directory: str | Path) -> "Manifest":
+        path = Path(directory) / MANIFEST_NAME
+        if not path.is_file():
+            raise ManifestError("manifest.json not found", path=path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"cannot read JSON: {exc}", path=path) from exc
+        return cls.from_dict(data, path=path)

@@ -1,0 +1,107 @@
+"""How scores become masks: the one definition that training and export share.
+
+SMP-L keeps the top ``int(keep * numel)`` scores of each matrix (``topk_mask``). SMP-S
+(``smp_s_keep_ratios``) gives each matrix its own keep ratio, proportional to the mean
+sigmoid of its scores within its matrix type across layers, as the official ``to_mask.py``
+computes it. The Hugging Face movement-pruning (emmental) binarizers are here too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from .checkpoint import parse_linear_name
+from .errors import MaskError
+
+
+def check_keep_ratio(keep: float, *, path: str | Path | None = None, field: str = "keep") -> float:
+    """Return ``keep`` if it lies in (0, 1], else raise MaskError naming the field."""
+    if not isinstance(keep, (int, float)) or math.isnan(keep) or not 0.0 < keep <= 1.0:
+        raise MaskError(f"keep ratio must be in (0, 1], got {keep!r}", path=path, field=field)
+    return float(keep)
+
+
+def check_finite(tensor: torch.Tensor, *, path: str | Path | None, field: str) -> None:
+    """Raise MaskError if ``tensor`` holds NaN or inf."""
+    if not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise MaskError(f"{bad} non-finite values (NaN/inf)", path=path, field=field)
+
+
+def topk_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:
+    """Boolean mask keeping exactly ``min(int(keep * numel), numel)`` largest scores.
+
+    Ties are broken by position (earlier index wins), so the result is deterministic.
+    ``keep`` above 1 keeps everything, as the official TopKBinarizer does.
+    """
+    flat = scores.detach().flatten()
+    k = min(int(keep * flat.numel()), flat.numel())
+    order = torch.sort(flat, descending=True, stable=True).indices
+    mask = torch.zeros(flat.numel(), dtype=torch.bool)
+    mask[order[:k]] = True
+    return mask.view_as(scores)
+
+
+def magnitude_mask(weight: torch.Tensor, keep: float) -> torch.Tensor:
+    """Top ``int(keep * numel)`` entries by absolute value (emmental's MagnitudeBinarizer)."""
+    return topk_mask(weight.detach().abs(), keep)
+
+
+def threshold_mask(scores: torch.Tensor, threshold: float, *, sigmoid: bool) -> torch.Tensor:
+    """emmental's ThresholdBinarizer: ``(sigmoid(S) if sigmoid else S) > threshold``.
+
+    If fewer than ``int(0.005 * numel) + 1`` entries survive, it keeps those above the
+    k-th smallest score with ``k = max(numel - nb_min, 1)``, as the original does.
+    """
+    flat = scores.detach().flatten()
+    nb_min = int(0.005 * flat.numel()) + 1
+    values = torch.sigmoid(flat) if sigmoid else flat
+    mask = values > threshold
+    if int(mask.sum()) < nb_min:
+        k_threshold = flat.kthvalue(max(flat.numel() - nb_min, 1)).values
+        mask = flat > k_threshold
+    return mask.view_as(scores)
+
+
+def l0_soft_mask(scores: torch.Tensor) -> torch.Tensor:
+    """emmental's ``l0`` mask at inference: ``clamp(sigmoid(S) * 1.2 - 0.1, 0, 1)`` (real-valued)."""
+    s = torch.sigmoid(scores.detach())
+    return (s * (1.1 - (-0.1)) + (-0.1)).clamp(min=0.0, max=1.0)
+
+
+def smp_s_keep_ratios(scores: Sequence[torch.Tensor], keep: float, temperature: float = 1.0) -> list[float]:
+    """Per-layer keep ratios of one matrix type (SMP-S).
+
+    ``v_l = R_l / sum_j R_j * keep * L`` with ``R_l = mean(sigmoid(S_l / temperature))``;
+    a zero total gives 0 for every layer, as the official code does. Ratios above 1 are
+    returned as is (``topk_mask`` then keeps the whole matrix).
+    """
+    r = [torch.sigmoid(s.detach().float() / temperature).mean().item() for s in scores]
+    total = sum(r)
+    if total == 0:
+        return [0.0 for _ in r]
+    return [ri / total * keep * len(r) for ri in r]
+
+
+def smp_s_masks(scores: Mapping[str, torch.Tensor], keep: float, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+    """SMP-S masks for canonical linear weight names: ratios normalised per matrix type."""
+    by_type: dict[str, list[str]] = {}
+    for name in scores:
+        _, matrix_type = parse_linear_name(name)
+        by_type.setdefault(matrix_type, []).append(name)
+    masks: dict[str, torch.Tensor] = {}
+    for names in by_type.values():
+        names.sort(key=lambda n: parse_linear_name(n)[0])
+        ratios = smp_s_keep_ratios([scores[n] for n in names], keep, temperature)
+        for name, ratio in zip(names, ratios):
+            masks[name] = topk_mask(scores[name], ratio)
+    return masks
+
+
+def smp_l_masks(scores: Mapping[str, torch.Tensor], keep: float) -> dict[str, torch.Tensor]:
+    """SMP-L masks: per-matrix TopK at the same keep ratio."""
+    return {name: topk_mask(s, keep) for name, s in scores.items()}
