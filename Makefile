@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m smp_export.demo --output $(DEMO_DIR) --sparsity $(DEMO_SPARSITY)
+	$(PY) -m cli.demo --output $(DEMO_DIR) --sparsity $(DEMO_SPARSITY)
 
 test: setup
 	$(PY) -m pytest -q

@@ -17,3 +17,23 @@ class RuntimeErrorBase(Exception):
 
 class ManifestError(RuntimeErrorBase):
     """manifest.json is missing, unreadable or does not follow the schema."""
+
+
+class DeviceError(RuntimeErrorBase):
+    """The requested device cannot be served by the installed onnxruntime build."""
+
+
+class TokenizerError(RuntimeErrorBase):
+    """The export directory has no usable tokenizer files."""
+
+
+class SessionError(RuntimeErrorBase):
+    """An export directory or its model cannot be loaded or run."""
+
+
+class CustomOpError(SessionError):
+    """The model uses an operator domain that no registered custom-op library provides."""
+
+
+class DataError(RuntimeErrorBase):
+    """An evaluation data file is missing, empty or malformed."""

@@ -76,30 +76,40 @@ def l0_soft_mask(scores: torch.Tensor) -> torch.Tensor:
 def smp_s_keep_ratios(scores: Sequence[torch.Tensor], keep: float, temperature: float = 1.0) -> list[float]:
     """Per-layer keep ratios of one matrix type (SMP-S).
 
-    ``v_l = R_l / sum_j R_j * keep * L`` with ``R_l = mean(sigmoid(S_l / temperature))``;
+    ``v_l = R_l / sum_j R_j * (keep * L)`` with ``R_l = mean(sigmoid((1 / temperature) * S_l))``;
     a zero total gives 0 for every layer, as the official code does. Ratios above 1 are
-    returned as is (``topk_mask`` then keeps the whole matrix).
+    returned as is (``topk_mask`` then keeps the whole matrix). The float operations are
+    ordered exactly as in the official ``to_mask.py`` (``p * S`` with ``p = 1 / temperature``;
+    ``t = keep * L`` computed first), so ``int(v_l * numel)`` agrees with it bit for bit.
     """
-    r = [torch.sigmoid(s.detach().float() / temperature).mean().item() for s in scores]
+    p = 1 / temperature
+    r = [(p * s.detach().float()).sigmoid().mean().item() for s in scores]
     total = sum(r)
     if total == 0:
         return [0.0 for _ in r]
-    return [ri / total * keep * len(r) for ri in r]
+    t = keep * len(r)
+    return [ri / total * t for ri in r]
 
 
-def smp_s_masks(scores: Mapping[str, torch.Tensor], keep: float, temperature: float = 1.0) -> dict[str, torch.Tensor]:
-    """SMP-S masks for canonical linear weight names: ratios normalised per matrix type."""
+def smp_s_ratio_map(scores: Mapping[str, torch.Tensor], keep: float,
+                    temperature: float = 1.0) -> dict[str, float]:
+    """SMP-S keep ratio of every canonical linear weight name, normalised per matrix type."""
     by_type: dict[str, list[str]] = {}
     for name in scores:
         _, matrix_type = parse_linear_name(name)
         by_type.setdefault(matrix_type, []).append(name)
-    masks: dict[str, torch.Tensor] = {}
+    ratios: dict[str, float] = {}
     for names in by_type.values():
         names.sort(key=lambda n: parse_linear_name(n)[0])
-        ratios = smp_s_keep_ratios([scores[n] for n in names], keep, temperature)
-        for name, ratio in zip(names, ratios):
-            masks[name] = topk_mask(scores[name], ratio)
-    return masks
+        values = smp_s_keep_ratios([scores[n] for n in names], keep, temperature)
+        ratios.update(zip(names, values))
+    return ratios
+
+
+def smp_s_masks(scores: Mapping[str, torch.Tensor], keep: float, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+    """SMP-S masks for canonical linear weight names: ratios normalised per matrix type."""
+    ratios = smp_s_ratio_map(scores, keep, temperature)
+    return {name: topk_mask(scores[name], ratios[name]) for name in scores}
 
 
 def smp_l_masks(scores: Mapping[str, torch.Tensor], keep: float) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ class ReadOptions:
 
     keep: float | None = None               # final keep ratio (SMP); 1 - sparsity
     smp_s: bool | None = None               # force SMP-S (True) / SMP-L (False); None: auto
-    smp_s_temperature: float = 1.0          # p in sigmoid(S / p)
+    smp_s_temperature: float | None = None  # p in sigmoid(S / p); None: checkpoint's, else 1
     threshold: float | None = None          # movement pruning threshold / keep ratio
     mask_file: Path | None = None           # packed-bit .npy mask (official SMP release)
     label_words: tuple[str, ...] | None = None  # SMP head label words or token ids
@@ -77,8 +77,9 @@ def detect_format(path: Path, options: ReadOptions = ReadOptions()) -> str:
         if reader.detect(path, options):
             logger.info("detected input format %s for %s", name, path)
             return name
+    hint = "" if (path / "config.json").is_file() else " (it has no config.json)"
     raise UnknownFormatError(
-        f"no reader recognises this directory (known formats: {', '.join(_REGISTRY)}); "
+        f"no reader recognises this directory{hint}; known formats: {', '.join(_REGISTRY)}; "
         "use --input-format to force one",
         path=path,
     )

@@ -1,0 +1,83 @@
+"""``smp-export MODEL_DIR --format onnx -o OUT_DIR``: a thin click layer over smp_export."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from smp_export.errors import SmpExportError
+from smp_export.export import WEIGHTS_VARIANTS, ExportOptions, export_onnx
+from smp_export.readers import ReadOptions, read_checkpoint
+from smp_export.summary import format_summary
+from smp_export.validate import ValidationConfig
+
+
+def _keep_from(keep: float | None, sparsity: float | None) -> float | None:
+    if keep is not None and sparsity is not None:
+        raise click.UsageError("give --keep or --sparsity, not both")
+    return 1.0 - sparsity if sparsity is not None else keep
+
+
+def _label_words(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    words = tuple(w.strip() for w in text.split(",") if w.strip())
+    if not words:
+        raise click.BadParameter("no label words given", param_hint="--label-words")
+    return words
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
+              help="Output format.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Export directory.")
+@click.option("--input-format", type=str, default=None,
+              help="Force the input format instead of detecting it (see --list-formats).")
+@click.option("--weights", type=click.Choice(WEIGHTS_VARIANTS), default="sparse-initializer",
+              show_default=True, help="How pruned weights are stored in the graph.")
+@click.option("--keep", type=float, default=None, help="Final keep ratio v (SMP), in (0, 1].")
+@click.option("--sparsity", type=float, default=None, help="Final sparsity, 1 - keep.")
+@click.option("--smp-s/--smp-l", "smp_s", default=None,
+              help="SMP-S (per-matrix ratios) or SMP-L (uniform TopK); default: from the checkpoint.")
+@click.option("--smp-s-temperature", type=float, default=None,
+              help="Temperature p of SMP-S: R(S) = sum(sigmoid(S / p)); default: the checkpoint's, else 1.")
+@click.option("--threshold", type=float, default=None, help="Movement-pruning threshold.")
+@click.option("--mask", "mask_file", type=click.Path(path_type=Path), default=None,
+              help="Packed-bit .npy mask (official SMP release format); MODEL_DIR is the dense base.")
+@click.option("--label-words", type=str, default=None,
+              help="SMP head label words or token ids, comma-separated (e.g. 'yes,no' or '2748,2053').")
+@click.option("--validate/--no-validate", default=True, show_default=True,
+              help="Compare the export with the masked PyTorch model.")
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="Validation tolerance.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress.")
+def main(model_dir: Path, fmt: str, output: Path, input_format: str | None, weights: str,
+         keep: float | None, sparsity: float | None, smp_s: bool | None, smp_s_temperature: float | None,
+         threshold: float | None, mask_file: Path | None, label_words: str | None, validate: bool,
+         atol: float, overwrite: bool, verbose: bool) -> None:
+    """Export a pruning checkpoint in MODEL_DIR to a validated sparse ONNX model.
+
+    Input formats, detected automatically (or forced with --input-format): packed (a
+    packed-bit --mask file over a dense base model), smp (official SMP training output and
+    smp-train checkpoints), movement (Hugging Face movement pruning), torch_prune
+    (torch.nn.utils.prune state dicts), dense (zeros in a plain checkpoint are the sparsity).
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    read_options = ReadOptions(keep=_keep_from(keep, sparsity), smp_s=smp_s,
+                               smp_s_temperature=smp_s_temperature, threshold=threshold,
+                               mask_file=mask_file, label_words=_label_words(label_words))
+    options = ExportOptions(weights=weights, validate=validate, overwrite=overwrite,
+                            validation=ValidationConfig(atol=atol))
+    try:
+        ckpt = read_checkpoint(model_dir, read_options, input_format=input_format)
+        manifest = export_onnx(ckpt, output, options=options)
+    except SmpExportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(format_summary(manifest, output))
+

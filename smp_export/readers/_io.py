@@ -1,0 +1,379 @@
+"""Helpers every reader shares: config, weight files, canonical names, shape checks, heads.
+
+Weight files are looked up in Hugging Face's order: ``model.safetensors`` (or its sharded
+index), then ``pytorch_model.bin`` (or its index). Every failure is a typed error naming
+the file and, where there is one, the field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from transformers import BertConfig
+
+from ..checkpoint import HeadSpec, linear_weight_names
+from ..errors import CheckpointError, MaskError
+from ..masks import check_finite
+from . import ReadOptions
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN_FILE = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json")
+SCORE_SUFFIX = ".mask_scores"
+REQUIRED_CONFIG_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers",
+                          "num_attention_heads", "intermediate_size")
+# Keys of masked_bert / smp configs that BertConfig does not need.
+PRUNING_CONFIG_KEYS = ("model_type", "transformers_version", "pruning_method", "mask_init",
+                       "mask_scale", "smp", "smp_method", "keep_ratio", "final_keep",
+                       "label_words", "label_token_ids")
+_DROPPED_BUFFERS = ("position_ids", "token_type_ids")
+_LOAD_ERRORS = (SafetensorError, OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError)
+_CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
+
+
+# --------------------------------------------------------------------------- config
+
+
+def peek_config(model_dir: Path) -> dict[str, Any] | None:
+    """The parsed config.json, or None when there is none (for cheap ``detect`` calls)."""
+    if not (Path(model_dir) / CONFIG_FILE).is_file():
+        return None
+    return load_config(model_dir, check_fields=False)
+
+
+def load_config(model_dir: Path, *, check_fields: bool = True) -> dict[str, Any]:
+    """Parse ``config.json``; CheckpointError naming the file (and field) when it is unusable."""
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError("config.json not found", path=path)
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot parse config.json: {exc}", path=path) from exc
+    if not isinstance(cfg, dict):
+        raise CheckpointError("config.json must hold a JSON object", path=path)
+    if check_fields:
+        for field in REQUIRED_CONFIG_FIELDS:
+            if not isinstance(cfg.get(field), int) or isinstance(cfg.get(field), bool):
+                raise CheckpointError("required integer field missing or invalid", path=path, field=field)
+    return cfg
+
+
+def build_bert_config(cfg: Mapping[str, Any], *, path: Path) -> BertConfig:
+    """A ``BertConfig`` from a config.json dict, masked_bert/SMP pruning keys dropped."""
+    values = {k: v for k, v in cfg.items() if k not in PRUNING_CONFIG_KEYS}
+    try:
+        return BertConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"config.json is not a valid BERT config: {exc}",
+                              path=Path(path) / CONFIG_FILE) from exc
+
+
+# --------------------------------------------------------------------------- weight files
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """The weight files of ``model_dir`` in load order; [] when there are none."""
+    model_dir = Path(model_dir)
+    for single, index in ((SAFETENSORS_FILE, SAFETENSORS_INDEX), (BIN_FILE, BIN_INDEX)):
+        if (model_dir / single).is_file():
+            return [model_dir / single]
+        if (model_dir / index).is_file():
+            return _shards(model_dir / index)
+    return []
+
+
+def _shards(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"cannot parse shard index: {exc}", path=index) from exc
+    return [index.parent / name for name in names]
+
+
+def primary_weight_file(model_dir: Path) -> Path:
+    """The file to name in messages: the single weight file or the first shard."""
+    files = weight_files(model_dir)
+    if not files:
+        raise CheckpointError(f"no weight file ({SAFETENSORS_FILE} or {BIN_FILE}) found", path=model_dir)
+    return files[0]
+
+
+def weight_keys(model_dir: Path) -> list[str]:
+    """Tensor names of ``model_dir`` without reading the tensors where the format allows."""
+    keys: list[str] = []
+    for file in weight_files(model_dir):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt") as handle:
+                    keys.extend(handle.keys())
+            else:
+                keys.extend(_bin_keys(file))
+        except _LOAD_ERRORS as exc:
+            raise _corrupt(file, exc) from exc
+    return keys
+
+
+def _bin_keys(file: Path) -> list[str]:
+    if zipfile.is_zipfile(file):  # torch.save's default format can be memory-mapped
+        return list(torch.load(file, map_location="cpu", weights_only=True, mmap=True))
+    return list(_load_file(file))  # legacy (pre-1.6) format: a full load
+
+
+def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of ``model_dir`` (safetensors preferred); CheckpointError naming a bad file."""
+    files = weight_files(model_dir)
+    if not files:
+        raise CheckpointError(f"no weight file ({SAFETENSORS_FILE} or {BIN_FILE}) found", path=model_dir)
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        if not file.is_file():
+            raise CheckpointError("weight shard listed in the index is missing", path=file)
+        state.update(_load_file(file))
+    return state
+
+
+def _load_file(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        if file.suffix == ".safetensors":
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except _LOAD_ERRORS as exc:
+        raise _corrupt(file, exc) from exc
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise CheckpointError("weight file does not hold a flat name -> tensor state dict", path=file)
+    return state
+
+
+def _corrupt(file: Path, exc: BaseException) -> CheckpointError:
+    return CheckpointError(f"cannot read weight file (truncated or corrupt?): {type(exc).__name__}: {exc}",
+                           path=file)
+
+
+# --------------------------------------------------------------------------- names
+
+
+def canonical_name(name: str) -> str:
+    """Strip a leading ``bert.``: ``bert.encoder.layer.0...`` -> ``encoder.layer.0...``."""
+    return name.removeprefix("bert.")
+
+
+def canonicalize(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Canonical names, floating tensors as float32, index buffers dropped.
+
+    Returns the tensors and a map canonical name -> name in the file (for messages).
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    for name, tensor in state.items():
+        if name.endswith(_DROPPED_BUFFERS):
+            continue
+        canon = canonical_name(name)
+        if canon in tensors:
+            logger.warning("duplicate tensor %s (as %s and %s); keeping the first", canon, origin[canon], name)
+            continue
+        tensors[canon] = tensor.float() if tensor.is_floating_point() else tensor
+        origin[canon] = name
+    return tensors, origin
+
+
+def split_scores(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split off ``*.mask_scores``: (weights, scores keyed by the matching ``.weight`` name)."""
+    weights: dict[str, torch.Tensor] = {}
+    scores: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        if name.endswith(SCORE_SUFFIX):
+            scores[name.removesuffix(SCORE_SUFFIX) + ".weight"] = tensor
+        else:
+            weights[name] = tensor
+    return weights, scores
+
+
+def require_linear_weights(weights: Mapping[str, torch.Tensor], num_layers: int, *, path: Path) -> list[str]:
+    """``linear_weight_names(num_layers)``; CheckpointError naming the first missing one."""
+    names = linear_weight_names(num_layers)
+    missing = [n for n in names if n not in weights]
+    if missing:
+        raise CheckpointError(f"{len(missing)} encoder linear weights missing "
+                              f"(config.json says {num_layers} layers)", path=path, field=missing[0])
+    return names
+
+
+def check_same_shape(tensor: torch.Tensor, weight: torch.Tensor, *, path: Path, field: str) -> None:
+    """MaskError naming file and tensor when a mask / score does not have its weight's shape."""
+    if tuple(tensor.shape) != tuple(weight.shape):
+        raise MaskError(f"shape {tuple(tensor.shape)} does not match its weight's {tuple(weight.shape)}",
+                        path=path, field=field)
+
+
+def linear_scores(scores: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor],
+                  names: Iterable[str], origin: Mapping[str, str], *, path: Path) -> dict[str, torch.Tensor]:
+    """The score tensor of every pruned linear, checked for presence, shape and finiteness."""
+    names = list(names)
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        score_name = name.removesuffix(".weight") + SCORE_SUFFIX
+        field = origin.get(score_name) or origin.get(name, name).removesuffix(".weight") + SCORE_SUFFIX
+        if name not in scores:
+            raise MaskError("mask scores missing for a pruned linear", path=path, field=field)
+        check_same_shape(scores[name], weights[name], path=path, field=field)
+        check_finite(scores[name], path=path, field=field)
+        out[name] = scores[name]
+    extra = sorted(set(scores) - set(names))
+    if extra:
+        logger.warning("ignoring %d score tensors outside the encoder linears (e.g. %s); only the "
+                       "6 linears of each layer are pruned", len(extra), extra[0])
+    return out
+
+
+# --------------------------------------------------------------------------- directories
+
+
+def find_checkpoint_dir(model_dir: Path) -> Path | None:
+    """The ``checkpoint-N`` subdirectory with weights and the smallest N, or None."""
+    found = []
+    for child in Path(model_dir).iterdir():
+        match = _CHECKPOINT_DIR.fullmatch(child.name)
+        if match and child.is_dir() and weight_files(child):
+            found.append((int(match.group(1)), child))
+    return min(found)[1] if found else None
+
+
+def tokenizer_dir(*dirs: Path) -> Path | None:
+    """The first of ``dirs`` holding tokenizer files, else None."""
+    for directory in dirs:
+        if any((Path(directory) / name).is_file() for name in TOKENIZER_FILES):
+            return Path(directory)
+    return None
+
+
+# --------------------------------------------------------------------------- heads
+
+
+def build_head(weights: dict[str, torch.Tensor], config: BertConfig, cfg: Mapping[str, Any],
+               options: ReadOptions, *, path: Path, tokenizer: Path | None,
+               require_label_words: bool) -> HeadSpec:
+    """Find the head from the weight names; fix up ``weights`` / ``config`` to match it.
+
+    ``classifier.weight`` -> sequence classification (``num_labels`` from its shape);
+    ``cls.predictions.*`` plus label words (``--label-words`` or config) -> SMP label words;
+    otherwise the bare encoder. A missing decoder weight (tied) is the word embedding.
+    """
+    if "classifier.weight" in weights:
+        _set_num_labels(config, weights["classifier.weight"].shape[0])
+        if options.label_words:
+            logger.warning("checkpoint has a classifier head; ignoring --label-words")
+        return HeadSpec(kind="sequence-classification")
+    if not any(name.startswith("cls.predictions.") for name in weights):
+        if "qa_outputs.weight" in weights:
+            logger.warning("question-answering head (qa_outputs) is not supported; exporting the encoder")
+        if options.label_words:
+            logger.warning("checkpoint has no MLM head; ignoring --label-words")
+        return HeadSpec()
+    items = list(options.label_words) if options.label_words else _config_label_items(cfg)
+    if not items:
+        if require_label_words:
+            raise CheckpointError("the checkpoint has SMP's MLM head but no label words are known; pass "
+                                  "--label-words (words or token ids, one per class)",
+                                  path=path, field="--label-words")
+        logger.info("MLM head without label words: exporting the bare encoder")
+        return HeadSpec()
+    _untie_mlm_head(weights, path=path)
+    ids, words = resolve_label_token_ids(items, tokenizer, config.vocab_size, path=path)
+    return HeadSpec(kind="smp-label-words", label_token_ids=ids, label_words=words)
+
+
+def _set_num_labels(config: BertConfig, num_labels: int) -> None:
+    # The setter keeps config's id2label when it has num_labels entries, else LABEL_i.
+    if config.num_labels != num_labels:
+        logger.info("num_labels %d from classifier.weight (config.json said %d)", num_labels, config.num_labels)
+    config.num_labels = num_labels
+
+
+def _config_label_items(cfg: Mapping[str, Any]) -> list[str]:
+    smp = cfg.get("smp") if isinstance(cfg.get("smp"), dict) else {}
+    for source in (smp, cfg):
+        for key in ("label_token_ids", "label_words"):
+            if source.get(key):
+                return [str(item) for item in source[key]]
+    return []
+
+
+def _untie_mlm_head(weights: dict[str, torch.Tensor], *, path: Path) -> None:
+    for name in ("cls.predictions.transform.dense.weight", "cls.predictions.transform.LayerNorm.weight",
+                 "embeddings.word_embeddings.weight"):
+        if name not in weights:
+            raise CheckpointError("incomplete MLM head", path=path, field=name)
+    if "cls.predictions.decoder.weight" not in weights:
+        weights["cls.predictions.decoder.weight"] = weights["embeddings.word_embeddings.weight"]
+    decoder_bias = weights.pop("cls.predictions.decoder.bias", None)
+    if "cls.predictions.bias" not in weights:
+        if decoder_bias is None:
+            raise CheckpointError("MLM head has no output bias", path=path, field="cls.predictions.bias")
+        weights["cls.predictions.bias"] = decoder_bias
+
+
+def resolve_label_token_ids(items: Iterable[str | int], tokenizer: Path | None, vocab_size: int, *,
+                            path: Path) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Token ids (and readable words) of label words given as ids (``"2748"``) or words.
+
+    A word is tokenised as SMP's run_glue.py does (``encode(" " + word)``, no special
+    tokens) and must give exactly one known token.
+    """
+    tok = None
+    ids: list[int] = []
+    words: list[str] = []
+    for item in items:
+        text = str(item).strip()
+        if text.isdigit():
+            token_id = int(text)
+            if tok is None and tokenizer is not None:
+                try:  # only for a readable name; ids work without a tokenizer
+                    tok = _load_tokenizer(tokenizer)
+                except CheckpointError as exc:
+                    logger.warning("%s", exc)
+                    tokenizer = None
+            word = tok.convert_ids_to_tokens(token_id) if tok is not None and token_id < len(tok) else text
+        else:
+            if tokenizer is None:
+                raise CheckpointError(f"label word {text!r} needs a tokenizer, but the model directory has "
+                                      f"none ({', '.join(TOKENIZER_FILES)}); give token ids instead",
+                                      path=path, field="--label-words")
+            tok = tok or _load_tokenizer(tokenizer)
+            pieces = tok.encode(" " + text, add_special_tokens=False)
+            if len(pieces) != 1 or pieces[0] == tok.unk_token_id:
+                raise MaskError(f"label word {text!r} tokenises to {tok.convert_ids_to_tokens(pieces)}; "
+                                "each label word must be exactly one known token", path=path, field="--label-words")
+            token_id, word = pieces[0], text
+        if not 0 <= token_id < vocab_size:
+            raise MaskError(f"label token id {token_id} outside the vocabulary (size {vocab_size})",
+                            path=path, field="--label-words")
+        ids.append(token_id)
+        words.append(word)
+    return tuple(ids), tuple(words)
+
+
+def _load_tokenizer(directory: Path):
+    from transformers import BertTokenizerFast
+
+    try:
+        return BertTokenizerFast.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"cannot load the tokenizer: {exc}", path=directory, field="--label-words") from exc

@@ -1,0 +1,160 @@
+"""SMP training output: BERT weights plus ``*.mask_scores`` of the 6 encoder linears per layer.
+
+Two producers write it: the official SMP code (``model_type: masked_bert``, usually
+``MaskedBertForSMP`` with the frozen MLM head) and this project's smp-train (a config with
+an ``smp`` dict). Masks follow the official ``to_mask.py``: SMP-L keeps the top
+``int(keep * numel)`` scores of each matrix; SMP-S (directory names containing ``mag``)
+spreads the keep ratio over layers by the mean sigmoid of the scores.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import PrunedCheckpoint
+from ..errors import CheckpointError, MaskError
+from ..masks import check_keep_ratio, smp_l_masks, smp_s_masks, smp_s_ratio_map
+from . import ReadOptions, register
+from . import _io
+
+logger = logging.getLogger(__name__)
+
+# The ``0.xx`` token SMP's to_mask.py takes from a path like ``.../mnli_0.10_mag_s1``.
+_KEEP_IN_NAME = re.compile(r"(?<![\d.])0\.\d+")
+
+
+def _smp_dict(cfg: dict[str, Any]) -> dict[str, Any]:
+    return cfg["smp"] if isinstance(cfg.get("smp"), dict) else {}
+
+
+def _run_names(path: Path) -> list[str]:
+    """Names the official heuristics look at: the directory (and its parent for checkpoint-N)."""
+    path = Path(path).resolve()
+    names = [path.name]
+    if path.name.startswith("checkpoint"):
+        names.append(path.parent.name)
+    return names
+
+
+def keep_from_dir_name(path: Path) -> float | None:
+    """The ``0.xx`` token of the run directory's name, as SMP's to_mask.py reads it, else None."""
+    for name in _run_names(path):
+        match = _KEEP_IN_NAME.search(name)
+        if match:
+            return float(match.group(0))
+    return None
+
+
+def resolve_keep(path: Path, cfg: dict[str, Any], options: ReadOptions) -> tuple[float, str]:
+    """Final keep ratio and where it came from: --keep, smp config, directory name, config."""
+    candidates: list[tuple[Any, str]] = [(options.keep, "--keep"), (_smp_dict(cfg).get("keep"), "smp.keep"),
+                                         (keep_from_dir_name(path), "directory name")]
+    candidates += [(cfg.get(key), key) for key in ("keep_ratio", "final_keep")]
+    for value, source in candidates:
+        if value is not None:
+            return check_keep_ratio(value, path=path, field=source), source
+    raise MaskError("no final keep ratio: pass --keep (SMP's to_mask.py reads it from a '_0.xx_' token of "
+                    "the directory name; there is none, nor keep_ratio/final_keep in config.json)",
+                    path=path, field="--keep")
+
+
+def use_smp_s(path: Path, cfg: dict[str, Any], options: ReadOptions) -> bool:
+    """SMP-S when forced, when the config says so, or when the run name contains ``mag``."""
+    if options.smp_s is not None:
+        return options.smp_s
+    method = _smp_dict(cfg).get("method") or cfg.get("smp_method")
+    if method is not None:
+        return str(method).lower() in ("smp-s", "smp_s", "s")
+    return any("mag" in name for name in _run_names(path))
+
+
+def _temperature(cfg: dict[str, Any], options: ReadOptions, path: Path) -> float:
+    value = options.smp_s_temperature
+    if value is None:
+        value = _smp_dict(cfg).get("temperature", 1.0)
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise MaskError(f"SMP-S temperature must be a positive number, got {value!r}",
+                        path=path, field="--smp-s-temperature")
+    return float(value)
+
+
+class SmpReader:
+    """Official SMP (masked_bert) and smp-train checkpoints with mask scores."""
+
+    name = "smp"
+    description = "SMP training output: BERT weights + *.mask_scores (SMP-L / SMP-S masks)"
+
+    def detect(self, path: Path, options: ReadOptions) -> bool:
+        cfg = _io.peek_config(path)
+        if cfg is None:
+            return False
+        if _smp_dict(cfg):
+            return True
+        if cfg.get("model_type") != "masked_bert":
+            return False
+        if "MaskedBertForSMP" in (cfg.get("architectures") or []) or "smp_method" in cfg:
+            return True
+        # SMP with a classifier head saves the same files as movement pruning's topK: SMP
+        # options (--keep/--sparsity, --smp-s/--smp-l) without --threshold say which it is.
+        if options.threshold is None and (options.keep is not None or options.smp_s is not None):
+            return cfg.get("pruning_method", "topK") == "topK"
+        weight_dir = path if _io.weight_files(path) else _io.find_checkpoint_dir(path)
+        if weight_dir is None:
+            return False
+        keys = _io.weight_keys(weight_dir)
+        return "classifier.weight" not in keys and any(k.startswith("cls.predictions.") for k in keys)
+
+    def read(self, path: Path, options: ReadOptions) -> PrunedCheckpoint:
+        weight_dir = self._weight_dir(path)
+        cfg = _io.load_config(weight_dir if (weight_dir / _io.CONFIG_FILE).is_file() else path)
+        config = _io.build_bert_config(cfg, path=path)
+        file = _io.primary_weight_file(weight_dir)
+        tensors, origin = _io.canonicalize(_io.load_state_dict(weight_dir))
+        weights, scores = _io.split_scores(tensors)
+        names = _io.require_linear_weights(weights, config.num_hidden_layers, path=file)
+        lin_scores = _io.linear_scores(scores, weights, names, origin, path=file)
+
+        keep, keep_source = resolve_keep(path, cfg, options)
+        metadata: dict[str, Any] = {"keep": keep, "keep_source": keep_source,
+                                    "pruning_method": cfg.get("pruning_method")}
+        if weight_dir != path:
+            metadata["checkpoint"] = weight_dir.name
+        if use_smp_s(path, cfg, options):
+            method = "smp-s"
+            temperature = _temperature(cfg, options, path)
+            masks = smp_s_masks(lin_scores, keep, temperature)
+            metadata["temperature"] = temperature
+            metadata["keep_ratios"] = smp_s_ratio_map(lin_scores, keep, temperature)
+        else:
+            method = "smp-l"
+            masks = smp_l_masks(lin_scores, keep)
+
+        tok = _io.tokenizer_dir(weight_dir, path)
+        head = _io.build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=True)
+        ckpt = PrunedCheckpoint(config=config, weights=weights, masks=masks, source_format=self.name,
+                                method=method, source_path=path, head=head, tokenizer_dir=tok,
+                                metadata=metadata)
+        metadata["density"] = ckpt.density()
+        logger.info("read %s checkpoint %s: keep %.4g (%s), density %.4f", method, path, keep,
+                    keep_source, metadata["density"])
+        return ckpt
+
+    @staticmethod
+    def _weight_dir(path: Path) -> Path:
+        """``path`` itself, or (like to_mask.py) its checkpoint-N with the smallest N."""
+        if _io.weight_files(path):
+            return path
+        chosen = _io.find_checkpoint_dir(path)
+        if chosen is None:
+            raise CheckpointError(f"no weight file ({_io.SAFETENSORS_FILE} or {_io.BIN_FILE}) and no "
+                                  "checkpoint-N subdirectory with one", path=path)
+        logger.warning("%s has no weight file; using %s (the smallest step, as SMP's to_mask.py does)",
+                       path, chosen.name)
+        return chosen
+
+
+register(SmpReader())

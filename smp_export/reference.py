@@ -1,0 +1,97 @@
+"""The masked PyTorch reference: Hugging Face's own BERT classes loaded with ``weight * mask``.
+
+Validation compares the exported ONNX graph against this model, so it is built from the
+transformers classes (eager attention, eval mode) rather than re-implemented. Its forward
+takes ``(input_ids, attention_mask, token_type_ids)`` and returns the one tensor the export
+outputs: ``last_hidden_state`` (head ``none``) or ``logits``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+
+from .checkpoint import HeadSpec, PrunedCheckpoint
+from .errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+# Model parameters that may be filled from another canonical weight (tied in HF).
+_FALLBACKS = {
+    "cls.predictions.decoder.weight": "embeddings.word_embeddings.weight",
+    "cls.predictions.decoder.bias": "cls.predictions.bias",
+    "cls.predictions.bias": "cls.predictions.decoder.bias",
+}
+
+
+class ReferenceModel(nn.Module):
+    """``forward(input_ids, attention_mask, token_type_ids)`` -> the export's one output tensor."""
+
+    def __init__(self, model: nn.Module, head: HeadSpec, config: BertConfig):
+        super().__init__()
+        self.model = model
+        self.head = head
+        self.config = config
+        self.register_buffer("label_ids", torch.tensor(head.label_token_ids, dtype=torch.long), persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor) -> torch.Tensor:
+        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        if self.head.kind == "none":
+            return self.model(**kwargs).last_hidden_state
+        if self.head.kind == "sequence-classification":
+            return self.model(**kwargs).logits
+        hidden = self.model.bert(**kwargs).last_hidden_state
+        scores = self.model.cls(hidden[:, :1])          # MLM prediction scores at [CLS]
+        return scores[:, 0, :].index_select(-1, self.label_ids)
+
+
+def _hf_model(config: BertConfig, head: HeadSpec) -> tuple[nn.Module, str]:
+    """(untrained HF model, prefix of the encoder's parameter names)."""
+    if head.kind == "none":
+        return BertModel._from_config(config, attn_implementation="eager", add_pooling_layer=False), ""
+    if head.kind == "sequence-classification":
+        return BertForSequenceClassification._from_config(config, attn_implementation="eager"), "bert."
+    if head.kind == "smp-label-words":
+        if not head.label_token_ids:
+            raise CheckpointError("smp-label-words head without label_token_ids", field="label_token_ids")
+        return BertForMaskedLM._from_config(config, attn_implementation="eager"), "bert."
+    raise CheckpointError(f"unknown head kind {head.kind!r}", field="head.kind")
+
+
+def _state_dict(model: nn.Module, prefix: str, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every parameter ``model`` needs, from canonical ``weights``; CheckpointError naming a missing one."""
+    out = {}
+    for key, param in model.state_dict().items():
+        canonical = key.removeprefix(prefix) if key.startswith(prefix) and prefix else key
+        source = canonical
+        if canonical == "cls.predictions.decoder.bias" and "cls.predictions.bias" in weights:
+            source = "cls.predictions.bias"     # tied pair in HF: the canonical bias wins
+        elif source not in weights:
+            source = _FALLBACKS.get(canonical, canonical)
+        if source not in weights:
+            raise CheckpointError("weight needed by the reference model is missing", field=canonical)
+        tensor = weights[source].detach().to(torch.float32)
+        if tuple(tensor.shape) != tuple(param.shape):
+            raise CheckpointError(f"shape {list(tensor.shape)} != expected {list(param.shape)}", field=source)
+        out[key] = tensor
+    unused = sorted(set(weights) - {k.removeprefix(prefix) for k in out} - set(_FALLBACKS.values()))
+    if unused:
+        logger.debug("reference ignores %d weights: %s", len(unused), ", ".join(unused[:5]))
+    return out
+
+
+def build_reference_model(ckpt: PrunedCheckpoint) -> ReferenceModel:
+    """The masked model (``ckpt.masked_weights()``) in HF classes, eager attention, eval mode."""
+    config = copy.deepcopy(ckpt.config)
+    config.tie_word_embeddings = False      # the decoder is loaded explicitly (or from the embeddings)
+    model, prefix = _hf_model(config, ckpt.head)
+    state = _state_dict(model, prefix, ckpt.masked_weights())
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return ReferenceModel(model, ckpt.head, config).eval()

@@ -1,0 +1,154 @@
+"""Validation: the exported ONNX model must compute what the masked PyTorch model computes.
+
+For every ``[batch, seq]`` shape of the config, seeded random inputs (rows after the first
+get trailing padding in every other row) go through onnxruntime (CPU) and the reference
+module. Compared in order: output NAMES (exactly the expected one), SHAPES, VALUES
+(``max |diff| <= atol``) and, for ``logits``, argmax labels. Every failure over all shapes
+is collected before ``ValidationError`` is raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from runtime.manifest import ValidationRecord
+
+from .errors import ValidationError
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAMES: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
+PAD_ID = 0
+_ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph, ort_state.InvalidProtobuf,
+               ort_state.NoSuchFile, ort_state.NotImplemented, ort_state.RuntimeException,
+               RuntimeError, ValueError)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Tolerance, the ``(batch, seq)`` shapes compared, input seed, argmax check for logits."""
+
+    atol: float = 1e-4
+    shapes: tuple[tuple[int, int], ...] = ((1, 8), (2, 16), (3, 37))
+    seed: int = 0
+    check_labels: bool = True
+
+
+def make_inputs(batch: int, seq: int, *, vocab_size: int, type_vocab_size: int,
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random int64 inputs; odd rows of a multi-row batch end in padding (mask 0, id 0, type 0)."""
+    ids = rng.integers(1, vocab_size, size=(batch, seq), dtype=np.int64)
+    types = rng.integers(0, type_vocab_size, size=(batch, seq), dtype=np.int64)
+    mask = np.ones((batch, seq), dtype=np.int64)
+    for row in range(1, batch, 2):
+        if seq > 1:
+            length = int(rng.integers(1, seq))
+            mask[row, length:] = 0
+            ids[row, length:] = PAD_ID
+            types[row, length:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _check_io(session: ort.InferenceSession, output_name: str) -> list[str]:
+    """Failures about the model's input and output names (empty if it can be compared)."""
+    failures = []
+    outputs = [o.name for o in session.get_outputs()]
+    if outputs != [output_name]:
+        failures.append(f"output names: expected [{output_name!r}], the ONNX model has {outputs}")
+    unknown = [i.name for i in session.get_inputs() if i.name not in INPUT_NAMES]
+    if unknown:
+        failures.append(f"input names: unexpected {unknown} (known: {list(INPUT_NAMES)})")
+    return failures
+
+
+def _compare(got: np.ndarray, want: np.ndarray, *, where: str, atol: float,
+             labels: bool) -> tuple[list[str], float | None, bool | None]:
+    """(failures, max |diff| or None if shapes differ, labels agree or None if not checked)."""
+    if got.shape != want.shape:
+        return [f"{where}: shape {list(got.shape)} != reference {list(want.shape)}"], None, None
+    diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) if got.size else 0.0
+    failures = []
+    if math.isnan(diff) or diff > atol:
+        diff = math.inf if math.isnan(diff) else diff
+        failures.append(f"{where}: max |diff| {diff:.3g} > atol {atol:g}")
+    agree = None
+    if labels:
+        agree = bool(np.array_equal(got.argmax(-1), want.argmax(-1)))
+        if not agree:
+            failures.append(f"{where}: argmax labels {got.argmax(-1).tolist()} != reference "
+                            f"{want.argmax(-1).tolist()}")
+    return failures, diff, agree
+
+
+def _clamped_shapes(shapes: tuple[tuple[int, int], ...], max_positions: int | None) -> list[list[int]]:
+    out = []
+    for batch, seq in shapes:
+        if max_positions is not None and seq > max_positions:
+            logger.info("validation: seq %d clamped to max_position_embeddings %d", seq, max_positions)
+            seq = max_positions
+        out.append([batch, seq])
+    return out
+
+
+def validate_export(onnx_path: Path, reference: torch.nn.Module, *, vocab_size: int, type_vocab_size: int,
+                    output_name: str, config: ValidationConfig = ValidationConfig(),
+                    max_positions: int | None = None) -> ValidationRecord:
+    """Compare ``onnx_path`` with ``reference``; ValidationRecord if it agrees, else ValidationError.
+
+    ``max_positions`` (default: ``reference.config.max_position_embeddings`` if present)
+    clamps longer sequence lengths.
+    """
+    onnx_path = Path(onnx_path)
+    if max_positions is None:
+        max_positions = getattr(getattr(reference, "config", None), "max_position_embeddings", None)
+    try:
+        session = _session(onnx_path)
+    except _ORT_ERRORS as exc:
+        raise ValidationError([f"onnxruntime cannot load the model: {exc}"], path=onnx_path) from exc
+    failures = _check_io(session, output_name)
+    shapes = _clamped_shapes(config.shapes, max_positions)
+    if failures:
+        raise ValidationError(failures, path=onnx_path)
+    reference.eval()
+    rng = np.random.default_rng(config.seed)
+    feed_names = [i.name for i in session.get_inputs()]
+    labels = config.check_labels and output_name == "logits"
+    max_diff: float | None = None
+    agree_all: bool | None = True if labels else None
+    for batch, seq in shapes:
+        inputs = make_inputs(batch, seq, vocab_size=vocab_size, type_vocab_size=type_vocab_size, rng=rng)
+        where = f"{output_name} at [{batch}, {seq}]"
+        try:
+            got = session.run([output_name], {n: inputs[n] for n in feed_names})[0]
+        except _ORT_ERRORS as exc:
+            failures.append(f"{where}: onnxruntime failed: {exc}")
+            continue
+        with torch.no_grad():
+            want = reference(*(torch.from_numpy(inputs[n]) for n in INPUT_NAMES)).float().cpu().numpy()
+        found, diff, agree = _compare(np.asarray(got), want, where=where, atol=config.atol, labels=labels)
+        failures.extend(found)
+        if diff is not None:
+            max_diff = diff if max_diff is None else max(max_diff, diff)
+        if agree is False:
+            agree_all = False
+    if failures:
+        raise ValidationError(failures, max_abs_diff=max_diff, path=onnx_path)
+    logger.info("validated %s: max |diff| %.3g over shapes %s", onnx_path, max_diff or 0.0, shapes)
+    return ValidationRecord(passed=True, atol=config.atol, max_abs_diff=max_diff, shapes=shapes,
+                            labels_agree=agree_all)

@@ -1,0 +1,38 @@
+"""The wheel installs smp_export, runtime, cli (and smp_train): never `benchmarks` or `tests`."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from setuptools import find_packages
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_packages_exclude_benchmarks_and_tests():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = find_packages(where=str(ROOT), include=include)
+    top_level = {p.split(".")[0] for p in packages}
+    assert {"smp_export", "runtime", "cli"} <= top_level
+    assert not top_level & {"benchmarks", "tests"}
+
+
+def test_console_scripts_point_at_click_commands():
+    import click
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for name, target in project["project"]["scripts"].items():
+        module_name, attr = target.split(":")
+        module = __import__(module_name, fromlist=[attr])
+        assert isinstance(getattr(module, attr), click.Command), name
+
+
+def test_torch_is_pinned_to_the_local_cpu_wheel():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "torch==2.13.0" in project["project"]["dependencies"]
+    extras = project["project"]["optional-dependencies"]
+    assert not any(dep.startswith("onnxruntime") for dep in project["project"]["dependencies"])
+    assert any(d.startswith("onnxruntime-gpu") for d in extras["gpu"])
+    assert any(d.startswith("onnxruntime") and "gpu" not in d for d in extras["cpu"])
