@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 import click
 
+from smp_export.autotune import AutotuneConfig
 from smp_export.errors import SmpExportError
 from smp_export.export import WEIGHTS_VARIANTS, ExportOptions, export_onnx
 from smp_export.readers import ReadOptions, read_checkpoint
 from smp_export.summary import format_summary
 from smp_export.validate import ValidationConfig
+from runtime.errors import RuntimeErrorBase
 
 
 def _keep_from(keep: float | None, sparsity: float | None) -> float | None:
     if keep is not None and sparsity is not None:
         raise click.UsageError("give --keep or --sparsity, not both")
     return 1.0 - sparsity if sparsity is not None else keep
+
+
+def _autotune(tokens: str) -> AutotuneConfig:
+    try:
+        return AutotuneConfig(tokens=tuple(int(t) for t in tokens.split(",") if t.strip()))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--autotune-tokens") from exc
 
 
 def _label_words(text: str | None) -> tuple[str, ...] | None:
@@ -32,13 +42,17 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
-              help="Output format.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "triton"]), default="onnx", show_default=True,
+              help="Output format; triton: -o is a Triton model repository, the model is named "
+                   "after MODEL_DIR.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Export directory.")
 @click.option("--input-format", type=str, default=None,
               help="Force the input format instead of detecting it (see --list-formats).")
 @click.option("--weights", type=click.Choice(WEIGHTS_VARIANTS), default="sparse-initializer",
-              show_default=True, help="How pruned weights are stored in the graph.")
+              show_default=True, help="How pruned weights are stored in the graph (sparse-kernel / auto: "
+                                      "the ai.smp onnxruntime kernels).")
+@click.option("--autotune-tokens", type=str, default="128", show_default=True,
+              help="--weights auto: activation rows (batch x sequence) each linear is timed at, comma-separated.")
 @click.option("--keep", type=float, default=None, help="Final keep ratio v (SMP), in (0, 1].")
 @click.option("--sparsity", type=float, default=None, help="Final sparsity, 1 - keep.")
 @click.option("--smp-s/--smp-l", "smp_s", default=None,
@@ -58,12 +72,12 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
 def main(model_dir: Path, fmt: str, output: Path, input_format: str | None, weights: str,
          keep: float | None, sparsity: float | None, smp_s: bool | None, smp_s_temperature: float | None,
          threshold: float | None, mask_file: Path | None, label_words: str | None, validate: bool,
-         atol: float, overwrite: bool, verbose: bool) -> None:
+         atol: float, overwrite: bool, verbose: bool, autotune_tokens: str = "128") -> None:
     """Export a pruning checkpoint in MODEL_DIR to a validated sparse ONNX model.
 
     Input formats, detected automatically (or forced with --input-format): packed (a
     packed-bit --mask file over a dense base model), smp (official SMP training output and
-    smp-train checkpoints), movement (Hugging Face movement pruning), torch_prune
+    smp-train checkpoints), shipped (smp-train's small shipped checkpoints: smp_train.json + packed masks), movement (Hugging Face movement pruning), torch_prune
     (torch.nn.utils.prune state dicts), dense (zeros in a plain checkpoint are the sparsity).
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -72,12 +86,27 @@ def main(model_dir: Path, fmt: str, output: Path, input_format: str | None, weig
                                smp_s_temperature=smp_s_temperature, threshold=threshold,
                                mask_file=mask_file, label_words=_label_words(label_words))
     options = ExportOptions(weights=weights, validate=validate, overwrite=overwrite,
-                            validation=ValidationConfig(atol=atol))
+                            validation=ValidationConfig(atol=atol), autotune=_autotune(autotune_tokens))
     try:
         ckpt = read_checkpoint(model_dir, read_options, input_format=input_format)
-        manifest = export_onnx(ckpt, output, options=options)
-    except SmpExportError as exc:
+        if fmt == "triton":
+            manifest, output = _export_triton(ckpt, model_dir, output, options)
+        else:
+            manifest = export_onnx(ckpt, output, options=options)
+    except (SmpExportError, RuntimeErrorBase) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     click.echo(format_summary(manifest, output))
+
+
+def _export_triton(ckpt, model_dir: Path, repository: Path, options: ExportOptions):
+    """--format triton: the usual ONNX export into a temporary folder, then a Triton model
+    repository entry REPOSITORY/<MODEL_DIR name>/ written by runtime.server.triton."""
+    from runtime.server.triton import TritonOptions, write_model_repository
+
+    with tempfile.TemporaryDirectory(prefix=".smp-export-triton-") as tmp:
+        manifest = export_onnx(ckpt, Path(tmp) / "export", options=options)
+        target = write_model_repository(Path(tmp) / "export", repository, model_dir.resolve().name,
+                                        TritonOptions(overwrite=options.overwrite))
+    return manifest, target
 

@@ -37,3 +37,27 @@ class CustomOpError(SessionError):
 
 class DataError(RuntimeErrorBase):
     """An evaluation data file is missing, empty or malformed."""
+
+
+class ServeConfigError(RuntimeErrorBase):
+    """smp-serve was configured with values it cannot serve (limits, model name, API key file)."""
+
+
+class TritonRepositoryError(RuntimeErrorBase):
+    """A Triton model repository cannot be written for this export."""
+
+
+class RequestError(RuntimeErrorBase):
+    """An inference request is invalid; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, *, status: int = 400, field: str | None = None):
+        super().__init__(message, field=field)
+        self.status = status
+
+
+class QueueFullError(RequestError):
+    """The batching queue is full: answer 503 with Retry-After."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 1):
+        super().__init__(message, status=503)
+        self.retry_after_s = retry_after_s

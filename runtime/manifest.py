@@ -27,8 +27,10 @@ class LayerRecord:
     stored_shape: list[int]       # [out, in] after compaction (== shape otherwise)
     density: float                # kept / numel of the original matrix
     nnz: int                      # kept weights
-    format: str                   # dense | sparse-initializer | compact
+    format: str                   # dense | sparse-initializer | compact | csr | bsr (kernel variants)
     bytes: int                    # bytes the stored tensor(s) take in model.onnx
+    block_shape: list[int] = field(default_factory=list)         # [bh, bw] of a bsr layer
+    timings_ms: dict[str, float] = field(default_factory=dict)   # autotune: median ms per candidate
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Manifest:
     source_path: str
     method: str
     weights: str                                  # export variant: dense | sparse-initializer | compact
+                                                  # | sparse-kernel | auto
     head: dict[str, Any]                          # kind, label_token_ids, label_words
     input_names: list[str]
     output_names: list[str]

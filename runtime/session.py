@@ -6,20 +6,22 @@ Works on smp-export directories (with manifest.json) and on plain dense ONNX exp
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import CustomOpError, DeviceError, SessionError, TokenizerError
+from .kernels import LIBRARY_NAME, SPARSE_DOMAIN, KernelLibraryError, custom_op_library_path
 from .manifest import MANIFEST_NAME, Manifest
 from .providers import CUDA, DEVICES, import_onnxruntime, select_providers
 from .tokenize import Texts, Tokenizer
+
+from .jsonfile import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +108,31 @@ def _check_manifest_domains(model_path: Path, manifest: Manifest | None,
     return needed
 
 
+def _with_project_library(model_path: Path, manifest: Manifest | None, config: SessionConfig) -> SessionConfig:
+    """Add the project's sparse-kernel library when the manifest needs the ai.smp domain;
+    CustomOpError naming the domain when that library is not built."""
+    if manifest is None or SPARSE_DOMAIN not in manifest.custom_op_domains:
+        return config
+    if any(Path(lib).name == LIBRARY_NAME for lib in config.custom_op_libraries):
+        return config
+    try:
+        library = custom_op_library_path()
+    except KernelLibraryError as exc:
+        raise CustomOpError(_domain_message({SPARSE_DOMAIN}) + f"its library is missing: {exc}",
+                            path=model_path, field="custom_op_domains") from exc
+    return replace(config, custom_op_libraries=(*config.custom_op_libraries, str(library)))
+
+
 def _domain_message(domains: set[str]) -> str:
     return f"the model uses custom operator domain(s) {', '.join(sorted(domains))} but "
 
 
 def _read_id2label(directory: Path) -> dict[int, str]:
     path = directory / "config.json"
-    if not path.is_file():
-        return {}
+    config = read_json_object(path, SessionError)
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
         return {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
-    except (OSError, json.JSONDecodeError, ValueError, AttributeError) as exc:
+    except (ValueError, AttributeError) as exc:
         raise SessionError(f"cannot read id2label: {exc}", path=path, field="id2label") from exc
 
 
@@ -149,6 +164,7 @@ class ModelSession:
         manifest = Manifest.read(directory) if (directory / MANIFEST_NAME).is_file() else None
         providers = select_providers(config.device)
         ort = import_onnxruntime()
+        config = _with_project_library(model_path, manifest, config)
         needed = _check_manifest_domains(model_path, manifest, config)
         opts = _session_options(ort, config)
         try:

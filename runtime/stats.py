@@ -71,7 +71,18 @@ def speedup(baseline_times: Sequence[float], times: Sequence[float]) -> dict[str
 
 
 def peak_rss_mb() -> float | None:
-    """Peak resident set size of this process in MiB (None where ``resource`` is unavailable)."""
+    """This process's own peak resident set size in MiB (None where unknown).
+
+    Reads ``VmHWM`` from /proc/self/status. ``getrusage``'s ``ru_maxrss`` is only the
+    fallback (off Linux): Linux carries it over fork and exec, so a probe process started by a
+    big benchmark process would report its parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:

@@ -6,7 +6,6 @@ Loads ``tokenizer.json``; without it, builds a BERT WordPiece tokenizer from ``v
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -18,6 +17,8 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from .errors import TokenizerError
 
+from .jsonfile import read_json_object
+
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
@@ -25,13 +26,7 @@ Texts = Union[Sequence[str], Sequence[tuple[str, str]]]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TokenizerError(f"cannot read JSON: {exc}", path=path) from exc
-    return data if isinstance(data, dict) else {}
+    return read_json_object(path, TokenizerError)
 
 
 def _token_text(value: Any) -> str | None:

@@ -32,7 +32,7 @@ _MODULE_OF_TYPE = {
     "output": "output.dense",
 }
 
-HeadKind = Literal["none", "sequence-classification", "smp-label-words"]
+HeadKind = Literal["none", "sequence-classification", "smp-label-words", "prototype"]
 
 
 def linear_module(layer: int, matrix_type: str) -> str:
@@ -66,6 +66,10 @@ class HeadSpec:
     - ``sequence-classification``: BERT pooler + linear classifier; output ``logits``.
     - ``smp-label-words``: SMP's frozen MLM head applied to [CLS], logits gathered at the
       label words' token ids (``label_token_ids``); output ``logits``.
+    - ``prototype``: smp-train's frozen prototype head: ``logits = unit(mean_pool(X)) @ W^T``
+      with ``W = prototype.weight`` (scale * unit class embeddings), ``unit(x) =
+      x / max(||x||, 1e-12)``, mean over real tokens (count clamped at 1e-9); output
+      ``logits``. ``label_words`` holds the class names.
     """
 
     kind: HeadKind = "none"

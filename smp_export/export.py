@@ -17,20 +17,24 @@ from typing import Literal
 
 import onnx
 
+from runtime.kernels import SPARSE_DOMAIN, KernelLibraryError, custom_op_library_path
 from runtime.manifest import LayerRecord, Manifest, ValidationRecord
 
+from .autotune import AutotuneConfig, LinearChoice, autotune_linears
 from .checkpoint import PrunedCheckpoint
 from .errors import ExportError, OutputExistsError
 from .formats.compact import CompactionConfig, CompactionResult, compact
 from .onnx_graph import GraphOptions, build_onnx_model, linear_initializer_name
 from .passes import sparse_initializer_pass
+from .passes.sparse_kernel import module_of, sparse_kernel_pass
 from .validate import ValidationConfig, validate_export
 from runtime.versions import collect_versions
 
 logger = logging.getLogger(__name__)
 
-WeightsVariant = Literal["dense", "sparse-initializer", "compact"]
-WEIGHTS_VARIANTS: tuple[str, ...] = ("dense", "sparse-initializer", "compact")
+WeightsVariant = Literal["dense", "sparse-initializer", "compact", "sparse-kernel", "auto"]
+WEIGHTS_VARIANTS: tuple[str, ...] = ("dense", "sparse-initializer", "compact", "sparse-kernel", "auto")
+KERNEL_VARIANTS: tuple[str, ...] = ("sparse-kernel", "auto")
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -43,7 +47,11 @@ class ExportOptions:
     - ``sparse-initializer``: pruned linears stored as ``graph.sparse_initializer``
       (smaller file; onnxruntime densifies them at load, so dense speed);
     - ``compact``: removable heads and FFN neurons cut out, structurally smaller dense
-      matrices (faster on every execution provider).
+      matrices (faster on every execution provider);
+    - ``sparse-kernel``: every pruned linear is one ``ai.smp.SparseLinear`` node (CSR
+      arrays as initializers), run by the project's custom-op library in onnxruntime;
+    - ``auto``: compaction first, then per linear the fastest of dense, CSR kernel and BSR
+      kernel, timed on this machine (``autotune``); choices and timings in the manifest.
     """
 
     weights: WeightsVariant = "sparse-initializer"
@@ -52,6 +60,7 @@ class ExportOptions:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
     graph: GraphOptions = field(default_factory=GraphOptions)
+    autotune: AutotuneConfig = field(default_factory=AutotuneConfig)
 
 
 def export_onnx(ckpt: PrunedCheckpoint, output_dir: str | Path, *,
@@ -78,13 +87,16 @@ def export_onnx(ckpt: PrunedCheckpoint, output_dir: str | Path, *,
 def _export_into(ckpt: PrunedCheckpoint, directory: Path, options: ExportOptions) -> Manifest:
     weights = ckpt.masked_weights()
     compaction: CompactionResult | None = None
-    if options.weights == "compact":
+    if options.weights in ("compact", "auto"):
         compaction = compact(weights, ckpt.config, options.compaction)
         weights = compaction.weights
     # The saved file is checked below, after the passes: no need to check the graph twice.
     model = build_onnx_model(ckpt.config, weights, ckpt.head, options=replace(options.graph, check=False))
+    choices = _kernel_choices(ckpt, weights, options)
     if options.weights == "sparse-initializer":
         model = sparse_initializer_pass(model, [linear_initializer_name(n) for n in ckpt.masks])
+    elif options.weights in KERNEL_VARIANTS:
+        model = sparse_kernel_pass(model, {n: c.spec for n, c in choices.items() if c.spec is not None})
     model_path = directory / MODEL_FILE
     try:
         onnx.save(model, str(model_path))
@@ -93,8 +105,8 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, options: ExportOptions
         raise ExportError(f"cannot write a valid ONNX model: {exc}", path=model_path) from exc
     _write_config(ckpt, directory)
     _copy_tokenizer(ckpt, directory)
-    validation = _validate(ckpt, model_path, options)
-    manifest = _manifest(ckpt, model, weights, compaction, validation, options)
+    validation = _validate(ckpt, model_path, options, _uses_kernels(model))
+    manifest = _manifest(ckpt, model, weights, compaction, validation, options, choices)
     manifest.files = _file_sizes(directory)
     manifest.write(directory)
     manifest.files = _file_sizes(directory)
@@ -102,16 +114,39 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, options: ExportOptions
     return manifest
 
 
-def _validate(ckpt: PrunedCheckpoint, model_path: Path, options: ExportOptions) -> ValidationRecord:
+def _kernel_choices(ckpt: PrunedCheckpoint, weights: dict, options: ExportOptions) -> dict[str, LinearChoice]:
+    """Per pruned linear, how the kernel variants store it (empty for the other variants)."""
+    if options.weights == "sparse-kernel":
+        return {name: LinearChoice(name=name, format="csr") for name in ckpt.masks}
+    if options.weights == "auto":
+        return autotune_linears(weights, list(ckpt.masks), options.autotune)
+    return {}
+
+
+def _uses_kernels(model: onnx.ModelProto) -> bool:
+    return any(node.domain == SPARSE_DOMAIN for node in model.graph.node)
+
+
+def _kernel_library() -> str:
+    try:
+        return str(custom_op_library_path())
+    except KernelLibraryError as exc:
+        raise ExportError(f"the {SPARSE_DOMAIN} kernels are not built: {exc}", field="--weights") from exc
+
+
+def _validate(ckpt: PrunedCheckpoint, model_path: Path, options: ExportOptions,
+              uses_kernels: bool = False) -> ValidationRecord:
     if not options.validate:
         logger.warning("validation skipped (--no-validate): %s is unchecked", model_path)
         return ValidationRecord(passed=False, skipped=True, atol=options.validation.atol)
     from .reference import build_reference_model   # torch/transformers model: only when validating
 
     reference = build_reference_model(ckpt)
+    libraries = (_kernel_library(),) if uses_kernels else ()
     return validate_export(model_path, reference, vocab_size=ckpt.config.vocab_size,
                            type_vocab_size=ckpt.config.type_vocab_size,
-                           output_name=ckpt.head.output_name, config=options.validation)
+                           output_name=ckpt.head.output_name, config=options.validation,
+                           custom_op_libraries=libraries)
 
 
 def _write_config(ckpt: PrunedCheckpoint, directory: Path) -> None:
@@ -167,16 +202,41 @@ def _initializer_bytes(model: onnx.ModelProto) -> dict[str, int]:
     return sizes
 
 
+def _layer_format(name: str, stored_shape: list[int], shape: list[int], options: ExportOptions,
+                  choices: dict[str, LinearChoice]) -> str:
+    """The manifest's per-layer format: the variant, or for the kernel variants csr / bsr /
+    dense / compact (dense, after compaction shrank it)."""
+    if options.weights not in KERNEL_VARIANTS:
+        return options.weights
+    fmt = choices[name].format
+    return "compact" if fmt == "dense" and stored_shape != shape else fmt
+
+
+def _layer_bytes(name: str, sizes: dict[str, int]) -> int:
+    module = module_of(name)
+    kernel = [f"{module}.{key}" for key in ("crow_indices", "col_indices", "values")]
+    if kernel[0] in sizes:
+        return sum(sizes.get(k, 0) for k in kernel)
+    return sizes.get(linear_initializer_name(name), 0)
+
+
 def _manifest(ckpt: PrunedCheckpoint, model: onnx.ModelProto, weights: dict, compaction: CompactionResult | None,
-              validation: ValidationRecord, options: ExportOptions) -> Manifest:
+              validation: ValidationRecord, options: ExportOptions,
+              choices: dict[str, LinearChoice] | None = None) -> Manifest:
     sizes = _initializer_bytes(model)
+    choices = choices or {}
     layers = []
     for name, mask in ckpt.masks.items():
         nnz = int(mask.sum())
+        stored = list(weights[name].shape)
+        choice = choices.get(name)
         layers.append(LayerRecord(
-            name=name, shape=list(mask.shape), stored_shape=list(weights[name].shape),
-            density=nnz / mask.numel(), nnz=nnz, format=options.weights,
-            bytes=sizes.get(linear_initializer_name(name), 0)))
+            name=name, shape=list(mask.shape), stored_shape=stored,
+            density=nnz / mask.numel(), nnz=nnz,
+            format=_layer_format(name, stored, list(mask.shape), options, choices),
+            bytes=_layer_bytes(name, sizes),
+            block_shape=list(choice.block_shape) if choice and choice.format == "bsr" else [],
+            timings_ms=dict(choice.timings_ms) if choice else {}))
     total = sum(r.shape[0] * r.shape[1] for r in layers)
     nnz = sum(r.nnz for r in layers)
     totals = {
@@ -191,6 +251,8 @@ def _manifest(ckpt: PrunedCheckpoint, model: onnx.ModelProto, weights: dict, com
     if compaction is not None:
         totals["heads_removed"] = compaction.heads_removed
         totals["neurons_removed"] = compaction.neurons_removed
+    if options.weights in KERNEL_VARIANTS:
+        totals["formats"] = {fmt: sum(r.format == fmt for r in layers) for fmt in sorted({r.format for r in layers})}
     head = {"kind": ckpt.head.kind, "label_token_ids": list(ckpt.head.label_token_ids),
             "label_words": list(ckpt.head.label_words)}
     return Manifest(
@@ -198,6 +260,7 @@ def _manifest(ckpt: PrunedCheckpoint, model: onnx.ModelProto, weights: dict, com
         weights=options.weights, head=head,
         input_names=[i.name for i in model.graph.input], output_names=[o.name for o in model.graph.output],
         layers=layers, totals=totals, files={}, validation=validation, versions=collect_versions(),
+        custom_op_domains=[SPARSE_DOMAIN] if _uses_kernels(model) else [],
         metadata=_jsonable(ckpt.metadata), created=_now())
 
 

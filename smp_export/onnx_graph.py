@@ -21,6 +21,9 @@ Sketch (B = batch_size, S = sequence_length, H = hidden, d = head_dim)::
     head sequence-classification: X[:,0] ─ pooler (MatMul, Add, Tanh) ─ classifier ─► logits [B,n]
     head smp-label-words:         X[:,0] ─ transform (MatMul, Add, act, LayerNorm)
                                     ─ MatMul(W_dec[labels]^T) ─ Add(bias[labels]) ─► logits [B,n]
+    head prototype:               ReduceSum(X * m, 1) / max(ReduceSum(m, 1), 1e-9) ─► P [B,H]
+                                    P / max(sqrt(ReduceSum(P * P, -1)), 1e-12)
+                                    ─ MatMul(prototype.weight^T) ─► logits [B,n]
 
 Every linear is ``MatMul`` with an initializer ``<module>.weight_t`` (W^T, shape [in, out])
 followed by ``Add`` with ``<module>.bias``. A layer whose heads (or FFN neurons) were all
@@ -249,7 +252,7 @@ def _first_token(b: _Builder, x: str, path: str) -> str:
 def _sequence_classification_head(b: _Builder, x: str) -> tuple[str, int]:
     pooled = _linear(b, _first_token(b, x, "/pooler"), "pooler.dense")
     pooled = b.node("Tanh", [pooled], "/pooler/activation/Tanh")
-    logits = _linear(b, pooled, "classifier")
+    _linear(b, pooled, "classifier")
     b.nodes[-1].output[0] = "logits"
     return "logits", b.weight("classifier.weight").shape[0]
 
@@ -272,6 +275,25 @@ def _label_words_head(b: _Builder, x: str, config: BertConfig, head: HeadSpec) -
     return "logits", len(ids)
 
 
+def _prototype_head(b: _Builder, x: str) -> tuple[str, int]:
+    """Mean pooling over real tokens, L2 normalisation, MatMul with ``prototype.weight^T``."""
+    path = "/prototype"
+    m = b.node("Cast", ["attention_mask"], f"{path}/Cast", to=TensorProto.FLOAT)
+    m3 = b.node("Unsqueeze", [m, b.const("axes_2", [2], np.int64)], f"{path}/Unsqueeze")
+    summed = b.node("ReduceSum", [b.node("Mul", [x, m3], f"{path}/Mul"), b.const("axes_1", [1], np.int64)],
+                    f"{path}/ReduceSum", keepdims=0)
+    count = b.node("ReduceSum", [m, b.const("axes_1", [1], np.int64)], f"{path}/ReduceSum_1", keepdims=1)
+    count = b.node("Max", [count, b.const("pool_eps", 1e-9)], f"{path}/Max")
+    pooled = b.node("Div", [summed, count], f"{path}/Div")
+    sq = b.node("ReduceSum", [b.node("Mul", [pooled, pooled], f"{path}/Mul_1"), b.const("axes_m1", [-1], np.int64)],
+                f"{path}/ReduceSum_2", keepdims=1)
+    norm = b.node("Max", [b.node("Sqrt", [sq], f"{path}/Sqrt"), b.const("norm_eps", 1e-12)], f"{path}/Max_1")
+    unit = b.node("Div", [pooled, norm], f"{path}/Div_1")
+    w = b.initializer("prototype.weight_t", b.weight("prototype.weight").T)
+    b.node("MatMul", [unit, w], f"{path}/MatMul", output="logits")
+    return "logits", b.weight("prototype.weight").shape[0]
+
+
 def _head(b: _Builder, x: str, config: BertConfig, head: HeadSpec) -> onnx.ValueInfoProto:
     """Emit the head; return the graph output's value info."""
     if head.kind == "none":
@@ -282,6 +304,8 @@ def _head(b: _Builder, x: str, config: BertConfig, head: HeadSpec) -> onnx.Value
         name, n = _sequence_classification_head(b, x)
     elif head.kind == "smp-label-words":
         name, n = _label_words_head(b, x, config, head)
+    elif head.kind == "prototype":
+        name, n = _prototype_head(b, x)
     else:
         raise ExportError(f"unknown head kind {head.kind!r}", field="head.kind")
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, n])

@@ -32,12 +32,17 @@ _FALLBACKS = {
 class ReferenceModel(nn.Module):
     """``forward(input_ids, attention_mask, token_type_ids)`` -> the export's one output tensor."""
 
-    def __init__(self, model: nn.Module, head: HeadSpec, config: BertConfig):
+    def __init__(self, model: nn.Module, head: HeadSpec, config: BertConfig,
+                 prototypes: torch.Tensor | None = None):
         super().__init__()
         self.model = model
         self.head = head
         self.config = config
         self.register_buffer("label_ids", torch.tensor(head.label_token_ids, dtype=torch.long), persistent=False)
+        if head.kind == "prototype":
+            if prototypes is None:
+                raise CheckpointError("prototype head without prototype.weight", field="prototype.weight")
+            self.register_buffer("prototypes", prototypes.detach().float(), persistent=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor) -> torch.Tensor:
@@ -46,14 +51,22 @@ class ReferenceModel(nn.Module):
             return self.model(**kwargs).last_hidden_state
         if self.head.kind == "sequence-classification":
             return self.model(**kwargs).logits
+        if self.head.kind == "prototype":
+            return self._prototype_logits(self.model(**kwargs).last_hidden_state, attention_mask)
         hidden = self.model.bert(**kwargs).last_hidden_state
         scores = self.model.cls(hidden[:, :1])          # MLM prediction scores at [CLS]
         return scores[:, 0, :].index_select(-1, self.label_ids)
 
+    def _prototype_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``unit(mean over real tokens) @ prototype.weight^T`` (HeadSpec ``prototype``)."""
+        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2.0, dim=-1, eps=1e-12) @ self.prototypes.t()
+
 
 def _hf_model(config: BertConfig, head: HeadSpec) -> tuple[nn.Module, str]:
     """(untrained HF model, prefix of the encoder's parameter names)."""
-    if head.kind == "none":
+    if head.kind in ("none", "prototype"):
         return BertModel._from_config(config, attn_implementation="eager", add_pooling_layer=False), ""
     if head.kind == "sequence-classification":
         return BertForSequenceClassification._from_config(config, attn_implementation="eager"), "bert."
@@ -94,4 +107,5 @@ def build_reference_model(ckpt: PrunedCheckpoint) -> ReferenceModel:
     state = _state_dict(model, prefix, ckpt.masked_weights())
     model.load_state_dict(state, strict=True)
     model.eval()
-    return ReferenceModel(model, ckpt.head, config).eval()
+    prototypes = ckpt.weights.get("prototype.weight") if ckpt.head.kind == "prototype" else None
+    return ReferenceModel(model, ckpt.head, config, prototypes).eval()

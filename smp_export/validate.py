@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +58,13 @@ def make_inputs(batch: int, seq: int, *, vocab_size: int, type_vocab_size: int,
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
-def _session(path: Path) -> ort.InferenceSession:
+def _session(path: Path, custom_op_libraries: Sequence[str] = ()) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    for library in custom_op_libraries:
+        options.register_custom_ops_library(str(library))
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -108,17 +111,19 @@ def _clamped_shapes(shapes: tuple[tuple[int, int], ...], max_positions: int | No
 
 def validate_export(onnx_path: Path, reference: torch.nn.Module, *, vocab_size: int, type_vocab_size: int,
                     output_name: str, config: ValidationConfig = ValidationConfig(),
-                    max_positions: int | None = None) -> ValidationRecord:
+                    max_positions: int | None = None,
+                    custom_op_libraries: Sequence[str] = ()) -> ValidationRecord:
     """Compare ``onnx_path`` with ``reference``; ValidationRecord if it agrees, else ValidationError.
 
     ``max_positions`` (default: ``reference.config.max_position_embeddings`` if present)
-    clamps longer sequence lengths.
+    clamps longer sequence lengths. ``custom_op_libraries`` are registered with onnxruntime
+    (the ``ai.smp`` sparse kernels of the kernel variants).
     """
     onnx_path = Path(onnx_path)
     if max_positions is None:
         max_positions = getattr(getattr(reference, "config", None), "max_position_embeddings", None)
     try:
-        session = _session(onnx_path)
+        session = _session(onnx_path, custom_op_libraries)
     except _ORT_ERRORS as exc:
         raise ValidationError([f"onnxruntime cannot load the model: {exc}"], path=onnx_path) from exc
     failures = _check_io(session, output_name)

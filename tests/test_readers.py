@@ -33,7 +33,7 @@ def assert_canonical(ckpt) -> None:
 
 
 def test_registry_priority_order():
-    assert available_formats() == ["packed", "smp", "movement", "torch_prune", "dense"]
+    assert available_formats() == ["shipped", "packed", "smp", "movement", "torch_prune", "dense"]
 
 
 # --------------------------------------------------------------------------- SMP

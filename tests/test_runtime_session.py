@@ -177,7 +177,7 @@ def test_missing_directory_and_model(tmp_path: Path) -> None:
     assert str(tmp_path / "empty" / "model.onnx") in str(err.value)
 
 
-def test_manifest_is_read(tmp_path: Path) -> None:
+def test_manifest_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     directory = make_export(tmp_path / "m")
     manifest = Manifest(source_format="dense", source_path="x", method="magnitude", weights="dense",
                         head={"kind": "sequence-classification"}, layers=[], totals={}, files={},
@@ -188,6 +188,9 @@ def test_manifest_is_read(tmp_path: Path) -> None:
     assert ModelSession.load(directory).manifest == manifest
     manifest.custom_op_domains = ["ai.smp"]
     manifest.write(directory)
+    # The project's own ai.smp library is registered automatically; without it, a clear error.
+    monkeypatch.setenv("SMP_SPARSE_LIBRARY", str(tmp_path / "missing.so"))
+    monkeypatch.setattr("runtime.kernels._candidates", lambda: [tmp_path / "missing.so"])
     with pytest.raises(CustomOpError, match="ai.smp"):
         ModelSession.load(directory)
 

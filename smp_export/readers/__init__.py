@@ -40,10 +40,13 @@ class Reader(Protocol):
 
 
 _REGISTRY: dict[str, Reader] = {}
+# Detection priority of the built-in readers (the specific before the general; ``dense`` is
+# the fallback). Readers registered by others follow, in registration order.
+_BUILTIN_ORDER = ("shipped", "packed", "smp", "movement", "torch_prune", "dense")
 
 
 def register(reader: Reader) -> Reader:
-    """Add a reader; earlier registrations are tried first by ``detect_format``."""
+    """Add a reader (built-ins are tried first, in ``_BUILTIN_ORDER``; others after, in order)."""
     if reader.name in _REGISTRY:
         raise ValueError(f"reader {reader.name!r} registered twice")
     _REGISTRY[reader.name] = reader
@@ -51,8 +54,10 @@ def register(reader: Reader) -> Reader:
 
 
 def available_formats() -> list[str]:
+    """Reader names in detection priority order."""
     _load_builtin_readers()
-    return list(_REGISTRY)
+    builtin = [name for name in _BUILTIN_ORDER if name in _REGISTRY]
+    return builtin + [name for name in _REGISTRY if name not in _BUILTIN_ORDER]
 
 
 def get_reader(name: str) -> Reader:
@@ -61,7 +66,7 @@ def get_reader(name: str) -> Reader:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownFormatError(
-            f"unknown input format {name!r}; known: {', '.join(_REGISTRY)}", field="--input-format"
+            f"unknown input format {name!r}; known: {', '.join(available_formats())}", field="--input-format"
         ) from None
 
 
@@ -73,13 +78,13 @@ def detect_format(path: Path, options: ReadOptions = ReadOptions()) -> str:
         raise CheckpointError("model directory does not exist", path=path)
     if not path.is_dir():
         raise CheckpointError("model path is not a directory", path=path)
-    for name, reader in _REGISTRY.items():
-        if reader.detect(path, options):
+    for name in available_formats():
+        if _REGISTRY[name].detect(path, options):
             logger.info("detected input format %s for %s", name, path)
             return name
     hint = "" if (path / "config.json").is_file() else " (it has no config.json)"
     raise UnknownFormatError(
-        f"no reader recognises this directory{hint}; known formats: {', '.join(_REGISTRY)}; "
+        f"no reader recognises this directory{hint}; known formats: {', '.join(available_formats())}; "
         "use --input-format to force one",
         path=path,
     )
@@ -97,5 +102,5 @@ def read_checkpoint(path: str | Path, options: ReadOptions = ReadOptions(), *,
 
 
 def _load_builtin_readers() -> None:
-    # Import for the side effect of registration, in priority order.
-    from . import packed, smp, movement, torch_prune, dense  # noqa: F401
+    # Import for the side effect of registration.
+    from . import dense, movement, packed, shipped, smp, torch_prune  # noqa: F401

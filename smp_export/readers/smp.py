@@ -15,9 +15,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import PrunedCheckpoint
+import torch
+
+from ..checkpoint import HeadSpec, PrunedCheckpoint
 from ..errors import CheckpointError, MaskError
-from ..masks import check_keep_ratio, smp_l_masks, smp_s_masks, smp_s_ratio_map
+from ..masks import check_keep_ratio, global_topk_masks, smp_l_masks, smp_s_masks, smp_s_ratio_map
 from . import ReadOptions, register
 from . import _io
 
@@ -72,6 +74,28 @@ def use_smp_s(path: Path, cfg: dict[str, Any], options: ReadOptions) -> bool:
     return any("mag" in name for name in _run_names(path))
 
 
+def _method(cfg: dict[str, Any]) -> str:
+    return str(_smp_dict(cfg).get("method") or "").lower()
+
+
+def prototype_head(weights: dict[str, torch.Tensor], config: Any, cfg: dict[str, Any], *,
+                   path: Path) -> HeadSpec | None:
+    """smp-train's prototype head when ``prototype.weight`` is present (classes from the config)."""
+    if "prototype.weight" not in weights:
+        return None
+    proto = weights["prototype.weight"]
+    if proto.ndim != 2 or proto.shape[1] != config.hidden_size:
+        raise CheckpointError(f"prototype.weight has shape {tuple(proto.shape)}, expected "
+                              f"[classes, {config.hidden_size}]", path=path, field="prototype.weight")
+    classes = [str(c) for c in (_smp_dict(cfg).get("classes") or [])]
+    if len(classes) != proto.shape[0]:
+        classes = [f"LABEL_{i}" for i in range(proto.shape[0])]
+    config.num_labels = len(classes)
+    config.id2label = dict(enumerate(classes))
+    config.label2id = {c: i for i, c in enumerate(classes)}
+    return HeadSpec(kind="prototype", label_words=tuple(classes))
+
+
 def _temperature(cfg: dict[str, Any], options: ReadOptions, path: Path) -> float:
     value = options.smp_s_temperature
     if value is None:
@@ -123,7 +147,10 @@ class SmpReader:
                                     "pruning_method": cfg.get("pruning_method")}
         if weight_dir != path:
             metadata["checkpoint"] = weight_dir.name
-        if use_smp_s(path, cfg, options):
+        if options.smp_s is None and _method(cfg) == "global-topk":
+            method = "global-topk"
+            masks = global_topk_masks(lin_scores, keep)
+        elif use_smp_s(path, cfg, options):
             method = "smp-s"
             temperature = _temperature(cfg, options, path)
             masks = smp_s_masks(lin_scores, keep, temperature)
@@ -134,7 +161,8 @@ class SmpReader:
             masks = smp_l_masks(lin_scores, keep)
 
         tok = _io.tokenizer_dir(weight_dir, path)
-        head = _io.build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=True)
+        head = prototype_head(weights, config, cfg, path=path) or \
+            _io.build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=True)
         ckpt = PrunedCheckpoint(config=config, weights=weights, masks=masks, source_format=self.name,
                                 method=method, source_path=path, head=head, tokenizer_dir=tok,
                                 metadata=metadata)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Shared by the suites: run smp-bench with the suite's recorded arguments into
+# benchmarks/results/<UTC date>-<suite>-<cpu>/ and append a line to benchmarks/results/INDEX.md.
+#   record SUITE [smp-bench args ...]
+set -euo pipefail
+
+record() {
+  local suite=$1; shift
+  local root; root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  local bench=${SMP_BENCH:-$root/.venv/bin/smp-bench}
+  [ -x "$bench" ] || bench=smp-bench
+  local cpu; cpu=$(grep -m1 "model name" /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs || uname -m)
+  local slug; slug=$(echo "$cpu" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//' | cut -c1-40)
+  local stamp; stamp=$(date -u +%Y%m%d-%H%M%S)
+  local out=$root/benchmarks/results/$stamp-$suite-$slug
+  echo "== $suite: smp-bench $* -o $out"
+  (cd "$root" && "$bench" "$@" -o "$out")
+  local index=$root/benchmarks/results/INDEX.md
+  [ -f "$index" ] || printf '| date (UTC) | suite | CPU | cores | command | results |\n| --- | --- | --- | ---: | --- | --- |\n' > "$index"
+  printf '| %s | %s | %s | %s | `smp-bench %s` | [%s](%s/results.md) |\n' \
+    "$stamp" "$suite" "$cpu" "$(nproc)" "$*" "$(basename "$out")" "$(basename "$out")" >> "$index"
+  echo "recorded in $out and $index"
+}

@@ -1,0 +1,213 @@
+"""One linear, dense onnxruntime MatMul vs the ai.smp.SparseLinear kernel, and the whole MiniLM.
+
+    python benchmarks/bench_linear.py                      # one linear: 4096 and 128 tokens, 90% and 97%
+    python benchmarks/bench_linear.py --suite minilm       # MiniLM-L6: batch 32 x 128 and 1 x 128
+
+One linear: X [tokens, 768] @ W^T [768, 3072] + b, random magnitude-free mask at the given
+sparsity. Whole model: the packaged MiniLM magnitude-pruned per matrix, exported dense and
+sparse-kernel (and auto with --auto), run through runtime.session.ModelSession.
+
+Every round runs each variant once, interleaved (A B A B ...), after warm-up rounds; the
+speed-up is the ratio of medians against onnxruntime dense in the same run (runtime.stats).
+Results go to benchmarks/results/<UTC stamp>-<suite>-<cpu>.json and .md with the machine's
+load average: record on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runtime.stats import environment, speedup, summarize  # noqa: E402
+
+# Targets of issue #4 (ratio of medians vs onnxruntime dense).
+LINEAR_TARGETS = {(4096, 0.9): 7.0, (4096, 0.97): 20.0, (128, 0.9): 5.0, (128, 0.97): 12.0}
+MINILM_TARGETS = {(32, 0.9): 3.6, (32, 0.97): 5.0, (1, 0.9): 3.0, (1, 0.97): 4.0}
+
+
+def _interleaved(runs: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call for each variant, rounds interleaved after warm-up."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(warmup + rounds):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+SPIN = {"spin": False}   # set from --spin
+
+
+def _session(model, threads: int | None, library: bool):
+    import onnxruntime as ort
+
+    from runtime.kernels import custom_op_library_path
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    if not SPIN["spin"]:
+        # Each session has its own intra-op pool whose threads spin after a run; interleaved
+        # sessions would then fight over the cores (on 2 cores a 35 ms kernel measured 48 ms).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if library:
+        options.register_custom_ops_library(str(custom_op_library_path()))
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def linear_suite(args) -> list[dict]:
+    from smp_export.autotune import _dense_model
+    from smp_export.passes.sparse_kernel import KernelSpec, sparse_kernel_pass
+
+    rng = np.random.default_rng(0)
+    records = []
+    for sparsity in args.sparsity:
+        w = rng.standard_normal((3072, 768)).astype(np.float32)
+        w[rng.random(w.shape) < sparsity] = 0.0
+        b = rng.standard_normal(3072).astype(np.float32)
+        dense_model = _dense_model(w, b)
+        dense = _session(dense_model, args.threads, False)
+        sparse = _session(sparse_kernel_pass(dense_model, {"lin": KernelSpec()}), args.threads, True)
+        for tokens in args.tokens:
+            x = rng.standard_normal((tokens, 768)).astype(np.float32)
+            np.testing.assert_allclose(sparse.run(None, {"X": x})[0], dense.run(None, {"X": x})[0],
+                                       rtol=1e-4, atol=1e-3)
+            rounds = args.rounds or (9 if tokens >= 1024 else 200)
+            times = _interleaved({"ort-dense": lambda: dense.run(None, {"X": x}),
+                                  "sparse-kernel": lambda: sparse.run(None, {"X": x})}, rounds, args.warmup)
+            records.append(_record("linear", tokens, sparsity, times, LINEAR_TARGETS.get((tokens, sparsity)),
+                                   {"shape": [tokens, 768, 3072]}))
+    return records
+
+
+def _minilm_exports(sparsity: float, directory: Path, auto: bool) -> dict[str, Path]:
+    from smp_export.default_model import default_model_dir, write_magnitude_mask_file
+    from smp_export.export import ExportOptions, export_onnx
+    from smp_export.readers import ReadOptions, read_checkpoint
+
+    model_dir = default_model_dir()
+    mask = directory / f"mask-{sparsity}.npy"
+    write_magnitude_mask_file(model_dir, 1.0 - sparsity, mask)
+    ckpt = read_checkpoint(model_dir, ReadOptions(mask_file=mask))
+    out = {}
+    for weights in ["dense", "sparse-kernel"] + (["auto"] if auto else []):
+        out[weights] = directory / f"minilm-{sparsity}-{weights}"
+        export_onnx(ckpt, out[weights], options=ExportOptions(weights=weights, overwrite=True))
+    return out
+
+
+def minilm_suite(args) -> list[dict]:
+    from runtime.session import ModelSession, SessionConfig
+
+    records = []
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="smp-bench-minilm-") as tmp:
+        for sparsity in args.sparsity:
+            exports = _minilm_exports(sparsity, Path(tmp), args.auto)
+            sessions = {k: ModelSession.load(p, SessionConfig(intra_op_threads=args.threads))
+                        for k, p in exports.items()}
+            if not SPIN["spin"]:
+                sessions = {k: _respin(s, args.threads) for k, s in sessions.items()}
+            for batch in args.batch:
+                ids = rng.integers(1000, 20000, size=(batch, args.seq_len), dtype=np.int64)
+                feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+                runs = {("ort-dense" if k == "dense" else k): (lambda s=s: s.run(feeds)) for k, s in sessions.items()}
+                rounds = args.rounds or (7 if batch >= 8 else 60)
+                times = _interleaved(runs, rounds, args.warmup)
+                records.append(_record("minilm", batch, sparsity, times, MINILM_TARGETS.get((batch, sparsity)),
+                                       {"batch": batch, "seq_len": args.seq_len}))
+    return records
+
+
+def _respin(loaded, threads: int | None):
+    """The same model in a session without spinning threads (see _session); ModelSession's
+    run() is used for feeds, so only its onnxruntime session is replaced."""
+    import onnx
+
+    loaded.session = _session(onnx.load(str(loaded.directory / "model.onnx")), threads, True)
+    return loaded
+
+
+def _record(suite: str, size: int, sparsity: float, times: dict[str, list[float]], target: float | None,
+            extra: dict) -> dict:
+    base = times["ort-dense"]
+    variants = {}
+    for name, t in times.items():
+        summary = summarize(t, 1)
+        if name != "ort-dense":
+            summary["speedup"] = speedup(base, t)
+        variants[name] = summary
+    ratio = variants["sparse-kernel"]["speedup"]["ratio_of_medians"]
+    row = {"suite": suite, "size": size, "sparsity": sparsity, "target": target, "ratio": ratio,
+           "meets_target": None if target is None else bool(ratio >= target), "variants": variants,
+           "timings_ms": {k: [round(v * 1e3, 4) for v in t] for k, t in times.items()}, **extra}
+    print(f"{suite:6} size {size:5} sparsity {sparsity:.2f}: dense {variants['ort-dense']['p50_ms']:9.2f} ms  "
+          + "  ".join(f"{k} {v['p50_ms']:8.2f} ms ({v['speedup']['ratio_of_medians']:.2f}x)"
+                      for k, v in variants.items() if k != "ort-dense")
+          + (f"  target {target}x {'met' if ratio >= target else 'NOT met'}" if target else ""), flush=True)
+    return row
+
+
+def _write(records: list[dict], suite: str, args) -> Path:
+    env = environment()
+    env["load_average"] = os.getloadavg()
+    from runtime.kernels import resolved_isa
+
+    env["kernel_isa"] = resolved_isa()
+    slug = "".join(c if c.isalnum() else "-" for c in env["cpu_model"])[:40].strip("-")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out_dir) / f"{stamp}-{suite}-{slug}"
+    out.with_suffix(".json").write_text(json.dumps({"command": sys.argv, "environment": env,
+                                                    "records": records}, indent=2) + "\n")
+    lines = [f"# {suite} suite, {stamp} UTC", "", f"`{' '.join(sys.argv)}` on {env['cpu_model']} "
+             f"({env['usable_cores']} cores), load average {env['load_average']}, kernel ISA {env['kernel_isa']}",
+             "", "| size | sparsity | ort dense p50 ms | sparse-kernel p50 ms | ratio of medians | target |",
+             "| ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in records:
+        v = r["variants"]
+        target = "" if r["target"] is None else f"{r['target']}x {'met' if r['meets_target'] else 'NOT met'}"
+        lines.append(f"| {r['size']} | {r['sparsity']} | {v['ort-dense']['p50_ms']:.2f} | "
+                     f"{v['sparse-kernel']['p50_ms']:.2f} | {r['ratio']:.2f}x | {target} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"recorded {out}.json / .md")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=["linear", "minilm"], default="linear")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[4096, 128], help="linear: activation rows")
+    parser.add_argument("--batch", type=int, nargs="+", default=[32, 1], help="minilm: batch sizes")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--sparsity", type=float, nargs="+", default=[0.9, 0.97])
+    parser.add_argument("--rounds", type=int, default=0, help="timed rounds (0: by size)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all)")
+    parser.add_argument("--auto", action="store_true", help="minilm: also export and time --weights auto")
+    parser.add_argument("--spin", action="store_true",
+                        help="leave onnxruntime's spinning intra-op threads on (interleaved sessions then "
+                             "compete for the cores)")
+    parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--no-record", action="store_true", help="print only")
+    args = parser.parse_args()
+    SPIN["spin"] = args.spin
+    records = linear_suite(args) if args.suite == "linear" else minilm_suite(args)
+    if not args.no_record:
+        _write(records, args.suite, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""``smp-bench [EXPORT_DIR ...]``: a thin click layer over ``smp_export.bench.run_benchmark``."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from runtime.errors import RuntimeErrorBase
+from smp_export.bench import BACKENDS, BenchConfig, run_benchmark
+from smp_export.errors import SmpExportError
+
+
+class _RecordingCommand(click.Command):
+    """Keeps the raw arguments, so results record the exact command line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["smp_bench_argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"not a comma-separated list of numbers: {text!r}", param_hint=option) from None
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    if not text:
+        return None
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+@click.command(cls=_RecordingCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("export_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--batch", type=int, default=32, show_default=True, help="Sequences per timed batch.")
+@click.option("--seq-len", type=int, default=128, show_default=True,
+              help="Tokens per sequence (timed batch padded/truncated to it; eval truncated at it).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True,
+              help="ort: onnxruntime exports (+ torch eager dense); torch: torch eager dense + masked "
+                   "torch.sparse CSR models; all: both.")
+@click.option("--runs", type=int, default=20, show_default=True, help="Timed runs per variant.")
+@click.option("--warmup", type=int, default=3, show_default=True, help="Warm-up runs per variant (not counted).")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (onnxruntime and torch); default: theirs.")
+@click.option("--sparsity", type=float, default=0.9, show_default=True,
+              help="Magnitude sparsity of the default model when no EXPORT_DIR is given.")
+@click.option("--sweep", type=str, default=None,
+              help="Comma-separated sparsity levels: magnitude-prune the default model at each, plot the curve.")
+@click.option("--variants", type=str, default=None,
+              help="Export variants to build for the default model / sweep (comma-separated); default: all.")
+@click.option("--model-dir", type=click.Path(path_type=Path), default=None,
+              help="Dense BERT directory to prune instead of the packaged MiniLM.")
+@click.option("--baseline", "baseline_dir", type=click.Path(path_type=Path), default=None,
+              help="Dense ONNX export to use as the ort-dense reference.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=Path("build/bench-cache"),
+              show_default=True, help="Where built masks and exports are kept between runs.")
+@click.option("--demo-dir", type=click.Path(path_type=Path), default=Path("build/demo"), show_default=True,
+              help="Reuse matching `make demo` exports from here.")
+@click.option("--rebuild", is_flag=True, help="Rebuild masks and exports instead of reusing them.")
+@click.option("--torch-eager/--no-torch-eager", default=True, show_default=True,
+              help="Time the dense model in PyTorch eager too (--backend ort).")
+@click.option("--data", type=str, default="bbc", show_default=True,
+              help="Eval data: bbc (BBC News test split), none, or a .csv/.tsv/.jsonl file.")
+@click.option("--text-column", type=str, default=None, help="Text column of --data (GLUE TSVs: detected).")
+@click.option("--text-pair-column", type=str, default=None, help="Second text column (sentence pairs).")
+@click.option("--label-column", type=str, default=None, help="Label column of --data.")
+@click.option("--eval-samples", type=int, default=256, show_default=True, help="Eval texts (0: no accuracy).")
+@click.option("--centroid-samples", type=int, default=256, show_default=True,
+              help="Train texts for the nearest-centroid accuracy of encoders.")
+@click.option("--seed", type=int, default=13, show_default=True, help="Data split / sampling seed.")
+@click.option("--memory/--no-memory", default=True, show_default=True,
+              help="Peak RSS per variant, each in its own process.")
+@click.option("--profile", is_flag=True, help="Print onnxruntime's per-operator time split per variant.")
+@click.option("--profile-runs", type=int, default=3, show_default=True)
+@click.option("--plot/--no-plot", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--custom-op-library", multiple=True, type=click.Path(path_type=Path),
+              help="onnxruntime custom-op library to register (repeatable).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Results directory [default: ./bench-YYYYmmdd-HHMMSS].")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress.")
+@click.pass_context
+def main(ctx: click.Context, export_dirs: tuple[Path, ...], batch: int, seq_len: int, device: str, backend: str,
+         runs: int, warmup: int, threads: int | None, sparsity: float, sweep: str | None, variants: str | None,
+         model_dir: Path | None, baseline_dir: Path | None, cache_dir: Path, demo_dir: Path, rebuild: bool,
+         torch_eager: bool, data: str, text_column: str | None, text_pair_column: str | None,
+         label_column: str | None, eval_samples: int, centroid_samples: int, seed: int, memory: bool,
+         profile: bool, profile_runs: int, plot: bool, progress: bool, custom_op_library: tuple[Path, ...],
+         output: Path | None, verbose: bool) -> None:
+    """Measure what pruning buys: latency, throughput, speed-up, memory, size and accuracy of
+    every variant, interleaved, against the dense model.
+
+    With no EXPORT_DIR: the packaged MiniLM dense vs. its magnitude-pruned exports (--sparsity,
+    or every --sweep level). Writes results.json, results.md, results.png and timings.json.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    command = "smp-bench " + shlex.join(ctx.meta.get("smp_bench_argv", sys.argv[1:]))
+    output = output or Path(f"bench-{datetime.now():%Y%m%d-%H%M%S}")
+    try:
+        config = BenchConfig(
+            export_dirs=tuple(export_dirs), output_dir=output, batch=batch, seq_len=seq_len, device=device,
+            backend=backend, runs=runs, warmup=warmup, threads=threads, sparsity=sparsity,
+            sweep=_floats(sweep, "--sweep"), variants=_names(variants), model_dir=model_dir,
+            baseline_dir=baseline_dir, cache_dir=cache_dir, demo_dir=demo_dir, rebuild=rebuild,
+            torch_eager=torch_eager, data=data, text_column=text_column, text_pair_column=text_pair_column,
+            label_column=label_column, eval_samples=eval_samples, centroid_samples=centroid_samples, seed=seed,
+            memory=memory, profile=profile, profile_runs=profile_runs, plot=plot, progress=progress,
+            custom_op_libraries=tuple(str(p) for p in custom_op_library), command=command)
+        result = run_benchmark(config, echo=lambda message: click.echo(message, err=True))
+    except (SmpExportError, RuntimeErrorBase) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(result.table)
+    for item in result.skipped:
+        click.echo(f"skipped {item['name']}: {item['reason']}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if result.profile_text:
+        click.echo("")
+        click.echo(result.profile_text)
+    click.echo("")
+    for kind, path in result.files.items():
+        click.echo(f"{kind}: {path}")
+
+
+if __name__ == "__main__":
+    main()

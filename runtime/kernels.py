@@ -1,0 +1,164 @@
+"""The native sparse kernels: where the custom-op library is, and a direct entry to it.
+
+``libsmp_sparse.so`` (built from ``runtime/native`` by the package's own build) provides the
+onnxruntime operator ``ai.smp.SparseLinear``: ``Y = X W^T + bias`` with ``W`` in CSR or BSR,
+its arrays ordinary initializers. onnxruntime loads it with
+``SessionOptions.register_custom_ops_library(custom_op_library_path())``.
+
+``sparse_linear`` calls the same validation and kernel without onnxruntime (ctypes), for
+tests and timing. Never imports smp_export.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sysconfig
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SessionError
+
+log = logging.getLogger(__name__)
+
+SPARSE_DOMAIN = "ai.smp"
+SPARSE_OP = "SparseLinear"
+SPARSE_OPSET = 1
+LIBRARY_NAME = "libsmp_sparse.so"
+LIBRARY_ENV = "SMP_SPARSE_LIBRARY"
+ISAS = {"auto": -1, "portable": 0, "avx2": 1}
+ACTIVATIONS = {"": 0, "gelu": 1}
+_ONNX_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.int32): 6, np.dtype(np.int64): 7,
+                np.dtype(np.float64): 11, np.dtype(np.int16): 5, np.dtype(np.uint8): 2}
+_ROOT = Path(__file__).resolve().parent
+
+
+class KernelLibraryError(SessionError):
+    """The sparse-kernel library is missing, or a kernel call was refused."""
+
+
+def _candidates() -> list[Path]:
+    """Where the library may be: $SMP_SPARSE_LIBRARY, next to this package, the installed
+    package (editable installs keep the sources elsewhere), a local CMake build."""
+    found = []
+    if os.environ.get(LIBRARY_ENV):
+        found.append(Path(os.environ[LIBRARY_ENV]))
+    found.append(_ROOT / "native" / LIBRARY_NAME)
+    for key in ("platlib", "purelib"):
+        found.append(Path(sysconfig.get_paths()[key]) / "runtime" / "native" / LIBRARY_NAME)
+    found.append(_ROOT.parent / "build" / "native" / LIBRARY_NAME)
+    return found
+
+
+def custom_op_library_path() -> Path:
+    """The custom-op library to register with onnxruntime; KernelLibraryError if not built."""
+    candidates = _candidates()
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise KernelLibraryError(f"{LIBRARY_NAME} not found (looked in: {', '.join(map(str, candidates))}); "
+                             "build it with `pip install -e .` (scikit-build-core compiles runtime/native) "
+                             f"or point {LIBRARY_ENV} at it", field="custom_op_libraries")
+
+
+def library_available() -> bool:
+    """True when the custom-op library is built."""
+    try:
+        custom_op_library_path()
+    except KernelLibraryError:
+        return False
+    return True
+
+
+_P = ctypes.c_void_p
+_I64P = ctypes.POINTER(ctypes.c_int64)
+
+
+@lru_cache(maxsize=None)
+def _lib() -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(custom_op_library_path()))
+    i32, i64 = ctypes.c_int32, ctypes.c_int64
+    array = [_P, i32, _I64P, i32]
+    lib.smp_sparse_linear.argtypes = ([_P, i64] + array * 4 + [_I64P, i32, _I64P, i32, _P, i32, i32, i64, i32, _P,
+                                                                 ctypes.c_char_p, ctypes.c_size_t])
+    lib.smp_sparse_linear.restype = ctypes.c_int
+    lib.smp_resolve_isa.argtypes = [i32]
+    lib.smp_resolve_isa.restype = ctypes.c_int
+    lib.smp_ort_api_version.restype = ctypes.c_uint32
+    lib.smp_abi_slots.argtypes = [ctypes.POINTER(i32), i32]
+    lib.smp_abi_call_counts.argtypes = [_I64P, i32]
+    lib.smp_abi_selftest.argtypes = [_P, ctypes.c_char_p, ctypes.c_size_t]
+    lib.RegisterCustomOps.argtypes = [_P, _P]
+    lib.RegisterCustomOps.restype = _P
+    return lib
+
+
+def native_library() -> ctypes.CDLL:
+    """The loaded library (ctypes), for the ABI diagnostics the tests read."""
+    return _lib()
+
+
+def resolved_isa(isa: str = "auto") -> str:
+    """The instruction set the kernel uses on this machine for ``isa``."""
+    return "avx2" if _lib().smp_resolve_isa(ISAS[isa]) == 1 else "portable"
+
+
+def _dims(shape: tuple[int, ...]) -> ctypes.Array:
+    return (ctypes.c_int64 * max(len(shape), 1))(*shape)
+
+
+def _array_args(arr: np.ndarray | None, keep: list) -> list:
+    """(pointer, ONNX dtype, dims, rank) of a C-contiguous array; nulls for None."""
+    if arr is None:
+        return [None, 0, None, 0]
+    arr = np.ascontiguousarray(arr)
+    keep.append(arr)
+    dims = _dims(arr.shape)
+    keep.append(dims)
+    return [arr.ctypes.data if arr.size else None, _ONNX_DTYPES.get(arr.dtype, 0), dims, arr.ndim]
+
+
+def sparse_linear(x: np.ndarray, crow: np.ndarray, col: np.ndarray, values: np.ndarray,
+                  bias: np.ndarray | None, shape: tuple[int, ...], block_shape: tuple[int, ...] = (1, 1), *,
+                  threads: int = 1, isa: str = "auto", chunk_cols: int = 0, activation: str = "",
+                  residual: np.ndarray | None = None) -> np.ndarray:
+    """``act(x @ W.T + bias) + residual`` for ``W`` given as CSR/BSR arrays, through the native kernel.
+
+    The arrays are validated exactly as in the onnxruntime operator; a malformed one raises
+    KernelLibraryError with the reason. ``x`` is ``[..., shape[1]]`` float32; ``activation``
+    is "" or "gelu" (erf form); ``residual`` is shaped like the result.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    plausible = len(shape) == 2 and all(0 <= int(s) < 2**31 for s in shape)
+    if plausible and (x.ndim < 1 or x.shape[-1] != shape[1]):
+        raise KernelLibraryError(f"x has shape {list(x.shape)}, weight shape {list(shape)}", field="x")
+    # An implausible shape is refused by the library before it reads x or writes y.
+    m = int(np.prod(x.shape[:-1], dtype=np.int64)) if plausible else 0
+    y = np.empty((*x.shape[:-1], int(shape[0])) if plausible else (0,), dtype=np.float32)
+    keep: list = [x, y]
+    shape_arr, block_arr = _dims(tuple(shape)), _dims(tuple(block_shape))
+    err = ctypes.create_string_buffer(512)
+    args = [x.ctypes.data if x.size else None, m]
+    for arr in (crow, col, values, bias):
+        args += _array_args(arr, keep)
+    if residual is not None:
+        residual = np.ascontiguousarray(residual, dtype=np.float32)
+        if residual.shape != y.shape:
+            raise KernelLibraryError(f"residual has shape {list(residual.shape)}, expected {list(y.shape)}",
+                                     field="residual")
+        keep.append(residual)
+    if activation not in ACTIVATIONS:
+        raise KernelLibraryError(f"activation must be one of {sorted(ACTIVATIONS)}", field="activation")
+    args += [shape_arr, len(shape), block_arr, len(block_shape), y.ctypes.data if y.size else None,
+             int(threads), ISAS[isa], int(chunk_cols), ACTIVATIONS[activation],
+             residual.ctypes.data if residual is not None and residual.size else None, err, len(err)]
+    if _lib().smp_sparse_linear(*args) != 0:
+        raise KernelLibraryError(err.value.decode(errors="replace"), field="ai.smp.SparseLinear")
+    return y
+
+
+__all__ = ["SPARSE_DOMAIN", "SPARSE_OP", "SPARSE_OPSET", "KernelLibraryError", "custom_op_library_path",
+           "library_available", "sparse_linear", "resolved_isa", "native_library"]

@@ -1,0 +1,123 @@
+// Plain C entry points for Python (ctypes): the kernel without onnxruntime, ISA queries and
+// ABI diagnostics. Used by tests and benchmarks; onnxruntime only uses RegisterCustomOps.
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "custom_op.h"
+#include "kernel.h"
+#include "ort_abi.h"
+#include "sparse_matrix.h"
+
+namespace {
+
+void put_error(const std::string& msg, char* err, size_t err_len) {
+  if (err == nullptr || err_len == 0) return;
+  std::strncpy(err, msg.c_str(), err_len - 1);
+  err[err_len - 1] = '\0';
+}
+
+smp::TensorView view(const void* data, int dtype, const int64_t* dims, int32_t rank) {
+  smp::TensorView v;
+  v.data = data;
+  v.dtype = dtype;
+  if (dims != nullptr && rank > 0) v.dims.assign(dims, dims + rank);
+  return v;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Validates and runs y[m, shape[0]] = act(x[m, shape[1]] W^T + bias) (+ residual, shaped
+// like y). Each array comes with its dtype (ONNX numbering) and dims, exactly as an
+// onnxruntime tensor would. Returns 0, or 1 with a message in err. isa: -1 auto, 0 portable,
+// 1 avx2. threads: >= 1. activation: 0 none, 1 gelu.
+SMP_EXPORT int smp_sparse_linear(const float* x, int64_t m, const void* crow, int32_t crow_dtype,
+                                 const int64_t* crow_dims, int32_t crow_rank, const void* col, int32_t col_dtype,
+                                 const int64_t* col_dims, int32_t col_rank, const void* values,
+                                 int32_t values_dtype, const int64_t* values_dims, int32_t values_rank,
+                                 const void* bias, int32_t bias_dtype, const int64_t* bias_dims, int32_t bias_rank,
+                                 const int64_t* shape, int32_t shape_len, const int64_t* block, int32_t block_len,
+                                 float* y, int32_t threads, int32_t isa, int64_t chunk_cols, int32_t activation,
+                                 const float* residual, char* err, size_t err_len) {
+  try {
+    std::vector<int64_t> s(shape, shape + (shape_len > 0 ? shape_len : 0));
+    std::vector<int64_t> b(block, block + (block_len > 0 ? block_len : 0));
+    int64_t rows = 0, cols = 0, bh = 1, bw = 1;
+    std::string msg = smp::check_attributes(s, b, &rows, &cols, &bh, &bw);
+    smp::PackedMatrix packed;
+    const smp::TensorView bias_view = view(bias, bias_dtype, bias_dims, bias_rank);
+    if (msg.empty()) {
+      if (chunk_cols <= 0) chunk_cols = smp::default_chunk_cols(cols, bw);
+      msg = smp::pack_matrix(rows, cols, bh, bw, view(crow, crow_dtype, crow_dims, crow_rank),
+                             view(col, col_dtype, col_dims, col_rank),
+                             view(values, values_dtype, values_dims, values_rank),
+                             bias != nullptr || bias_rank > 0 ? &bias_view : nullptr, chunk_cols, &packed);
+    }
+    if (msg.empty() && m < 0) msg = "m must be >= 0";
+    if (msg.empty() && activation != smp::kActivationNone && activation != smp::kActivationGelu)
+      msg = "activation must be 0 (none) or 1 (gelu)";
+    if (msg.empty()) {
+      smp::ThreadRunner runner(threads);
+      smp::Epilogue epilogue;
+      epilogue.activation = activation;
+      epilogue.residual = residual;
+      msg = smp::sparse_linear(packed, x, m, y, static_cast<smp::Isa>(isa), runner, epilogue);
+    }
+    if (msg.empty()) return 0;
+    put_error(msg, err, err_len);
+  } catch (const std::exception& e) {
+    put_error(e.what(), err, err_len);
+  }
+  return 1;
+}
+
+// The ISA a request resolves to on this machine (0 portable, 1 avx2).
+SMP_EXPORT int smp_resolve_isa(int32_t requested) {
+  return static_cast<int>(smp::resolve_isa(static_cast<smp::Isa>(requested)));
+}
+
+// The onnxruntime C API version the library asks for.
+SMP_EXPORT uint32_t smp_ort_api_version() { return smp::ort::kApiVersion; }
+
+// Slot numbers of the OrtApi entries the library calls; returns how many.
+SMP_EXPORT int smp_abi_slots(int32_t* out, int32_t capacity) {
+  for (int i = 0; i < smp::ort::kNumUsedSlots && i < capacity; ++i) out[i] = smp::ort::kUsedSlots[i];
+  return smp::ort::kNumUsedSlots;
+}
+
+// How often each of those slots was called so far, in the same order.
+SMP_EXPORT int smp_abi_call_counts(int64_t* out, int32_t capacity) {
+  for (int i = 0; i < smp::ort::kNumUsedSlots && i < capacity; ++i)
+    out[i] = smp::ort::slot_call_counts()[smp::ort::kUsedSlots[i]].load();
+  return smp::ort::kNumUsedSlots;
+}
+
+// Exercises the status and domain entries against a real OrtApiBase: creates a status and
+// reads its message back, creates and releases a domain. 0 if all behaved.
+SMP_EXPORT int smp_abi_selftest(const smp::ort::ApiBase* base, char* err, size_t err_len) {
+  const void* table = base != nullptr ? base->GetApi(smp::ort::kApiVersion) : nullptr;
+  if (table == nullptr) {
+    put_error("GetApi returned no table for the required version", err, err_len);
+    return 1;
+  }
+  smp::ort::Api api(table);
+  smp::ort::Status* s = api.CreateStatus(smp::ort::kInvalidArgument, "smp-probe");
+  const bool message_ok = s != nullptr && std::strcmp(api.GetErrorMessage(s), "smp-probe") == 0;
+  api.ReleaseStatus(s);
+  if (!message_ok) {
+    put_error("CreateStatus/GetErrorMessage round trip failed", err, err_len);
+    return 1;
+  }
+  smp::ort::Domain* domain = nullptr;
+  if (smp::ort::Status* st = api.CreateCustomOpDomain("ai.smp.selftest", &domain)) {
+    put_error(api.GetErrorMessage(st), err, err_len);
+    api.ReleaseStatus(st);
+    return 1;
+  }
+  api.ReleaseCustomOpDomain(domain);
+  return 0;
+}
+
+}  // extern "C"

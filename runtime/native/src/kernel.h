@@ -1,0 +1,69 @@
+// Y = X W^T + b with W packed sparse: the per-ISA primitives and the tiled driver.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "sparse_matrix.h"
+
+namespace smp {
+
+enum class Isa : int { kAuto = -1, kPortable = 0, kAvx2 = 1 };
+
+// The ISA used for `requested`: kAuto picks AVX2/FMA when the CPU and OS support it,
+// unless SMP_SPARSE_ISA=portable; an unsupported request falls back to portable.
+Isa resolve_isa(Isa requested);
+const char* isa_name(Isa isa);
+
+// What happens to X W^T + b before it is stored: an activation, then a residual input.
+enum Activation : int { kActivationNone = 0, kActivationGelu = 1 };  // gelu: exact (erf) form
+
+struct Epilogue {
+  int activation = kActivationNone;
+  const float* residual = nullptr;  // same shape as y, or null
+};
+
+// Primitives one ISA provides. X^T tiles are [cols][kTile] floats, 32-byte aligned.
+struct KernelOps {
+  // X rows [0, mt) (row stride ld) -> xt[k * kTile + t]; lanes t >= mt are zeroed.
+  void (*pack_tile)(const float* x, int64_t ld, int64_t mt, int64_t cols, float* xt);
+  // yt[(r - r0) * kTile + t] = bias[r] + sum_k W[r, k] xt[k, t] for rows [r0, r1) (block aligned).
+  void (*accumulate)(const PackedMatrix& w, const float* xt, int64_t r0, int64_t r1, float* yt);
+  // y[t * ldy + r] = act(yt[r * kTile + t]) (+ residual[t * ldy + r]) for t < mt, r < nrows;
+  // `stream`: non-temporal stores.
+  void (*store)(const float* yt, int64_t nrows, int64_t mt, float* y, int64_t ldy, bool stream,
+                const struct Epilogue& epilogue, const float* residual);
+};
+
+const KernelOps& portable_ops();
+const KernelOps& avx2_ops();  // only call when resolve_isa(kAuto) may return kAvx2
+
+// Runs fn(data, i) for i in [0, n), possibly in parallel; returns "" or an error.
+class Runner {
+ public:
+  virtual ~Runner() = default;
+  virtual std::string parallel_for(size_t n, void (*fn)(void*, size_t), void* data) = 0;
+};
+
+// Runs on the calling thread only.
+class SerialRunner : public Runner {
+ public:
+  std::string parallel_for(size_t n, void (*fn)(void*, size_t), void* data) override;
+};
+
+// Spawns `threads` short-lived std::threads per call and joins them: nothing spins afterwards.
+class ThreadRunner : public Runner {
+ public:
+  explicit ThreadRunner(int threads) : threads_(threads < 1 ? 1 : threads) {}
+  std::string parallel_for(size_t n, void (*fn)(void*, size_t), void* data) override;
+
+ private:
+  int threads_;
+};
+
+// y[m, rows] = act(x[m, cols] W^T + bias) (+ residual). Returns "" or an error message.
+std::string sparse_linear(const PackedMatrix& w, const float* x, int64_t m, float* y, Isa isa, Runner& runner,
+                          const Epilogue& epilogue = Epilogue());
+
+}  // namespace smp

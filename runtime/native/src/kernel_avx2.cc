@@ -1,0 +1,298 @@
+// AVX2/FMA primitives. Only this file is compiled with -mavx2 -mfma; it is called only
+// after resolve_isa() saw both features at run time.
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernel.h"
+
+namespace smp {
+namespace {
+
+inline void transpose8(__m256& r0, __m256& r1, __m256& r2, __m256& r3, __m256& r4, __m256& r5, __m256& r6,
+                       __m256& r7) {
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r0 = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r1 = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r2 = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r3 = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r4 = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r5 = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r6 = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r7 = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// X [32 tokens][cols] -> xt [cols][32], 8x8 blocks; ragged tiles and column tails scalar.
+void pack_tile_avx2(const float* x, int64_t ld, int64_t mt, int64_t cols, float* xt) {
+  int64_t k = 0;
+  if (mt == kTile) {
+    for (; k + 8 <= cols; k += 8) {
+      for (int64_t g = 0; g < kTile; g += 8) {
+        const float* s = x + g * ld + k;
+        __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ld), r2 = _mm256_loadu_ps(s + 2 * ld),
+               r3 = _mm256_loadu_ps(s + 3 * ld), r4 = _mm256_loadu_ps(s + 4 * ld),
+               r5 = _mm256_loadu_ps(s + 5 * ld), r6 = _mm256_loadu_ps(s + 6 * ld),
+               r7 = _mm256_loadu_ps(s + 7 * ld);
+        transpose8(r0, r1, r2, r3, r4, r5, r6, r7);
+        float* d = xt + k * kTile + g;
+        _mm256_store_ps(d, r0);
+        _mm256_store_ps(d + kTile, r1);
+        _mm256_store_ps(d + 2 * kTile, r2);
+        _mm256_store_ps(d + 3 * kTile, r3);
+        _mm256_store_ps(d + 4 * kTile, r4);
+        _mm256_store_ps(d + 5 * kTile, r5);
+        _mm256_store_ps(d + 6 * kTile, r6);
+        _mm256_store_ps(d + 7 * kTile, r7);
+      }
+    }
+  }
+  for (; k < cols; ++k) {
+    float* dst = xt + k * kTile;
+    for (int64_t t = 0; t < mt; ++t) dst[t] = x[t * ld + k];
+    for (int64_t t = mt; t < kTile; ++t) dst[t] = 0.0f;
+  }
+}
+
+struct Acc {
+  __m256 a0, a1, a2, a3;
+};
+
+inline void fma4(Acc& acc, __m256 w, const float* p) {
+  acc.a0 = _mm256_fmadd_ps(w, _mm256_load_ps(p), acc.a0);
+  acc.a1 = _mm256_fmadd_ps(w, _mm256_load_ps(p + 8), acc.a1);
+  acc.a2 = _mm256_fmadd_ps(w, _mm256_load_ps(p + 16), acc.a2);
+  acc.a3 = _mm256_fmadd_ps(w, _mm256_load_ps(p + 24), acc.a3);
+}
+
+inline Acc load4(const float* p) {
+  return {_mm256_load_ps(p), _mm256_load_ps(p + 8), _mm256_load_ps(p + 16), _mm256_load_ps(p + 24)};
+}
+
+inline void store4(float* p, const Acc& a, const Acc& b) {
+  _mm256_store_ps(p, _mm256_add_ps(a.a0, b.a0));
+  _mm256_store_ps(p + 8, _mm256_add_ps(a.a1, b.a1));
+  _mm256_store_ps(p + 16, _mm256_add_ps(a.a2, b.a2));
+  _mm256_store_ps(p + 24, _mm256_add_ps(a.a3, b.a3));
+}
+
+// One output row, blocks of width 1: value of block e for this row at v[e * stride].
+// Two accumulator sets so consecutive FMAs do not wait on each other.
+inline Acc splat4(float value) {
+  const __m256 b = _mm256_set1_ps(value);
+  return {b, b, b, b};
+}
+
+// `start`: the accumulator's current value (the bias, or the sum over earlier chunks).
+inline void row_bw1(float* acc_row, Acc start, const float* xc, const int32_t* off, const float* v,
+                    int64_t stride, int64_t begin, int64_t end) {
+  Acc a = start;
+  Acc b{_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  int64_t e = begin;
+  for (; e + 2 <= end; e += 2) {
+    fma4(a, _mm256_broadcast_ss(v + e * stride), xc + off[e]);
+    fma4(b, _mm256_broadcast_ss(v + (e + 1) * stride), xc + off[e + 1]);
+  }
+  if (e < end) fma4(a, _mm256_broadcast_ss(v + e * stride), xc + off[e]);
+  store4(acc_row, a, b);
+}
+
+// One output row of a block row with blocks of width bw >= 2 (row-major bh x bw values).
+inline void row_blocks(float* acc_row, const float* xc, const int32_t* off, const float* v, int64_t bsize,
+                       int64_t bw, int64_t begin, int64_t end) {
+  Acc a = load4(acc_row);
+  Acc b{_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t e = begin; e < end; ++e) {
+    const float* vb = v + e * bsize;
+    const float* xb = xc + off[e];
+    int64_t j = 0;
+    for (; j + 2 <= bw; j += 2) {
+      fma4(a, _mm256_broadcast_ss(vb + j), xb + j * kTile);
+      fma4(b, _mm256_broadcast_ss(vb + j + 1), xb + (j + 1) * kTile);
+    }
+    if (j < bw) fma4(a, _mm256_broadcast_ss(vb + j), xb + j * kTile);
+  }
+  store4(acc_row, a, b);
+}
+
+// Two rows of a block row (row i and i + 1) at once: each X^T row is loaded once and feeds
+// both rows' accumulators.
+inline void row_pair(float* acc0, float* acc1, const float* xc, const int32_t* off, const float* v, int64_t bsize,
+                     int64_t bw, int64_t begin, int64_t end) {
+  Acc a = load4(acc0), b = load4(acc1);
+  for (int64_t e = begin; e < end; ++e) {
+    const float* va = v + e * bsize;
+    const float* xb = xc + off[e];
+    for (int64_t j = 0; j < bw; ++j) {
+      const float* p = xb + j * kTile;
+      const __m256 x0 = _mm256_load_ps(p), x1 = _mm256_load_ps(p + 8), x2 = _mm256_load_ps(p + 16),
+                   x3 = _mm256_load_ps(p + 24);
+      const __m256 wa = _mm256_broadcast_ss(va + j), wb = _mm256_broadcast_ss(va + bw + j);
+      a.a0 = _mm256_fmadd_ps(wa, x0, a.a0);
+      a.a1 = _mm256_fmadd_ps(wa, x1, a.a1);
+      a.a2 = _mm256_fmadd_ps(wa, x2, a.a2);
+      a.a3 = _mm256_fmadd_ps(wa, x3, a.a3);
+      b.a0 = _mm256_fmadd_ps(wb, x0, b.a0);
+      b.a1 = _mm256_fmadd_ps(wb, x1, b.a1);
+      b.a2 = _mm256_fmadd_ps(wb, x2, b.a2);
+      b.a3 = _mm256_fmadd_ps(wb, x3, b.a3);
+    }
+  }
+  const Acc zero = splat4(0.0f);
+  store4(acc0, a, zero);
+  store4(acc1, b, zero);
+}
+
+void accumulate_avx2(const PackedMatrix& w, const float* xt, int64_t r0, int64_t r1, float* yt) {
+  const int64_t bh = w.bh, bw = w.bw, bsize = bh * bw;
+  if (w.num_chunks == 1 && bw == 1 && bh == 1) {
+    // One chunk: accumulators start from the bias in registers and are stored once.
+    const int64_t* rp = w.chunk_row_ptr(0);
+    for (int64_t br = r0 / bh; br < r1 / bh; ++br) {
+      for (int64_t i = 0; i < bh; ++i) {
+        const int64_t r = br * bh + i;
+        row_bw1(yt + (r - r0) * kTile, splat4(w.bias[r]), xt, w.col_off.data(), w.values.data() + i, bsize,
+                rp[br], rp[br + 1]);
+      }
+    }
+    return;
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const __m256 b = _mm256_set1_ps(w.bias[r]);
+    float* p = yt + (r - r0) * kTile;
+    _mm256_store_ps(p, b);
+    _mm256_store_ps(p + 8, b);
+    _mm256_store_ps(p + 16, b);
+    _mm256_store_ps(p + 24, b);
+  }
+  for (int64_t c = 0; c < w.num_chunks; ++c) {
+    const float* xc = xt + c * w.chunk_cols * kTile;
+    const int64_t* rp = w.chunk_row_ptr(c);
+    for (int64_t br = r0 / bh; br < r1 / bh; ++br) {
+      if (rp[br] == rp[br + 1]) continue;
+      int64_t i = 0;
+      for (; i + 2 <= bh; i += 2) {
+        float* acc_row = yt + (br * bh + i - r0) * kTile;
+        row_pair(acc_row, acc_row + kTile, xc, w.col_off.data(), w.values.data() + i * bw, bsize, bw, rp[br],
+                 rp[br + 1]);
+      }
+      for (; i < bh; ++i) {
+        float* acc_row = yt + (br * bh + i - r0) * kTile;
+        const float* v = w.values.data() + i * bw;
+        if (bw == 1) {
+          row_bw1(acc_row, load4(acc_row), xc, w.col_off.data(), v, bsize, rp[br], rp[br + 1]);
+        } else {
+          row_blocks(acc_row, xc, w.col_off.data(), v, bsize, bw, rp[br], rp[br + 1]);
+        }
+      }
+    }
+  }
+}
+
+inline void put(float* dst, __m256 v, bool stream) {
+  if (stream && (reinterpret_cast<uintptr_t>(dst) & 31) == 0) {
+    _mm256_stream_ps(dst, v);
+  } else {
+    _mm256_storeu_ps(dst, v);
+  }
+}
+
+// Eight rows r.. of yt, tokens t..t+8, transposed: out[j] holds token t + j.
+inline void gather8(const float* yt, int64_t r, int64_t t, __m256 out[8]) {
+  const float* s = yt + r * kTile + t;
+  __m256 v0 = _mm256_load_ps(s), v1 = _mm256_load_ps(s + kTile), v2 = _mm256_load_ps(s + 2 * kTile),
+         v3 = _mm256_load_ps(s + 3 * kTile), v4 = _mm256_load_ps(s + 4 * kTile), v5 = _mm256_load_ps(s + 5 * kTile),
+         v6 = _mm256_load_ps(s + 6 * kTile), v7 = _mm256_load_ps(s + 7 * kTile);
+  transpose8(v0, v1, v2, v3, v4, v5, v6, v7);
+  out[0] = v0, out[1] = v1, out[2] = v2, out[3] = v3, out[4] = v4, out[5] = v5, out[6] = v6, out[7] = v7;
+}
+
+// e^y for y <= 0 (Cephes-style: 2^n e^r, |r| <= ln2/2, degree-6 polynomial; ~1e-7 relative).
+inline __m256 exp_nonpositive(__m256 y) {
+  y = _mm256_max_ps(y, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), y);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+// 0.5 v (1 + erf(v / sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7).
+inline __m256 gelu8(__m256 v) {
+  const __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
+  const __m256 sign = _mm256_and_ps(z, _mm256_set1_ps(-0.0f));
+  const __m256 az = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z);
+  const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(az, _mm256_set1_ps(0.3275911f),
+                                                                        _mm256_set1_ps(1.0f)));
+  __m256 poly = _mm256_set1_ps(1.061405429f);
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
+  poly = _mm256_mul_ps(poly, t);
+  const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(az, az)));
+  const __m256 erf_abs = _mm256_fnmadd_ps(poly, e, _mm256_set1_ps(1.0f));
+  const __m256 erf = _mm256_or_ps(erf_abs, sign);
+  return _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(0.5f)), _mm256_add_ps(erf, _mm256_set1_ps(1.0f)));
+}
+
+// yt [rows][32] -> y [tokens][ldy]: 8x8 transposes into an L1 staging block of 64 rows per
+// token, then each token's 64 outputs (256 contiguous bytes) leave in one burst, so that
+// streaming stores fill whole cache lines back to back.
+void store_avx2(const float* yt, int64_t nrows, int64_t mt, float* y, int64_t ldy, bool stream, const Epilogue& ep,
+                const float* residual) {
+  const bool gelu = ep.activation == kActivationGelu;
+  constexpr int64_t kStageRows = 64;
+  alignas(64) float stage[kTile * kStageRows];
+  for (int64_t r0 = 0; r0 < nrows; r0 += kStageRows) {
+    const int64_t rows = nrows - r0 < kStageRows ? nrows - r0 : kStageRows;
+    const int64_t full = rows / 8 * 8;
+    for (int64_t r = 0; r < full; r += 8) {
+      for (int64_t t = 0; t < kTile; t += 8) {
+        __m256 v[8];
+        gather8(yt, r0 + r, t, v);
+        for (int64_t j = 0; j < 8; ++j) _mm256_store_ps(stage + (t + j) * kStageRows + r, gelu ? gelu8(v[j]) : v[j]);
+      }
+    }
+    for (int64_t t = 0; t < mt; ++t) {
+      float* dst = y + t * ldy + r0;
+      const float* src = stage + t * kStageRows;
+      const float* res = residual != nullptr ? residual + t * ldy + r0 : nullptr;
+      for (int64_t r = 0; r < full; r += 8) {
+        __m256 v = _mm256_load_ps(src + r);
+        if (res != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(res + r));
+        put(dst + r, v, stream);
+      }
+      for (int64_t r = full; r < rows; ++r) {
+        float v = yt[(r0 + r) * kTile + t];
+        if (gelu) v = 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+        dst[r] = res != nullptr ? v + res[r] : v;
+      }
+    }
+  }
+  if (stream) _mm_sfence();
+}
+
+}  // namespace
+
+const KernelOps& avx2_ops() {
+  static const KernelOps ops{pack_tile_avx2, accumulate_avx2, store_avx2};
+  return ops;
+}
+
+}  // namespace smp

@@ -1,0 +1,216 @@
+"""What one smp-bench run is asked to do (``BenchConfig``), its errors, and where its
+checkpoints come from (``CheckpointSource``, ``checkpoint_from_manifest``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.manifest import MANIFEST_NAME, Manifest
+
+from ..errors import SmpExportError
+
+BACKENDS: tuple[str, ...] = ("ort", "torch", "all")
+ORT_DENSE, TORCH_DENSE = "ort-dense", "torch-eager-dense"
+DEFAULT_TAG = "minilm"
+BBC = "bbc"
+
+
+class BenchmarkError(SmpExportError):
+    """The benchmark cannot run as configured (option, missing baseline, unreadable source)."""
+
+
+def _weights_variants() -> tuple[str, ...]:
+    from ..export import WEIGHTS_VARIANTS          # lazily: keeps ``smp-bench --help`` light
+
+    return tuple(WEIGHTS_VARIANTS)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything one smp-bench run needs; the CLI fills it from its options."""
+
+    export_dirs: tuple[Path, ...] = ()
+    output_dir: Path = Path("bench-results")
+    batch: int = 32
+    seq_len: int = 128
+    device: str = "cpu"
+    backend: str = "ort"                      # ort | torch | all
+    runs: int = 20
+    warmup: int = 3
+    threads: int | None = None                # intra-op threads of onnxruntime and torch; None: defaults
+    sparsity: float = 0.9                     # default model, no sweep
+    sweep: tuple[float, ...] = ()             # magnitude sparsity levels of the default model
+    variants: tuple[str, ...] | None = None   # export variants to build; None: all of WEIGHTS_VARIANTS
+    model_dir: Path | None = None             # dense base for default / sweep; None: packaged MiniLM
+    baseline_dir: Path | None = None          # dense ONNX export to use as ort-dense
+    cache_dir: Path = Path("build/bench-cache")
+    demo_dir: Path | None = Path("build/demo")
+    rebuild: bool = False                     # ignore cached / demo exports
+    torch_eager: bool = True                  # include torch-eager-dense with --backend ort
+    data: str = BBC                           # bbc | none | path to .csv/.tsv/.jsonl
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    eval_samples: int = 256                   # 0: no accuracy
+    centroid_samples: int = 256               # train texts for the nearest-centroid classifier
+    seed: int = 13
+    memory: bool = True                       # isolated-process peak RSS per variant
+    profile: bool = False
+    profile_runs: int = 3
+    plot: bool = True
+    progress: bool = True
+    custom_op_libraries: tuple[str, ...] = ()
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch >= 1, "--batch", f"must be >= 1, got {self.batch}"),
+            (self.seq_len >= 2, "--seq-len", f"must be >= 2, got {self.seq_len}"),
+            (self.runs >= 1, "--runs", f"must be >= 1, got {self.runs}"),
+            (self.warmup >= 0, "--warmup", f"must be >= 0, got {self.warmup}"),
+            (self.backend in BACKENDS, "--backend", f"{self.backend!r} is not one of {', '.join(BACKENDS)}"),
+            (self.device in ("cpu", "cuda"), "--device", f"{self.device!r} is not cpu or cuda"),
+            (self.threads is None or self.threads >= 1, "--threads", f"must be >= 1, got {self.threads}"),
+            (0.0 < self.sparsity < 1.0, "--sparsity", f"must be in (0, 1), got {self.sparsity}"),
+            (all(0.0 < s < 1.0 for s in self.sweep), "--sweep", f"levels must be in (0, 1), got {self.sweep}"),
+            (self.eval_samples >= 0, "--eval-samples", f"must be >= 0, got {self.eval_samples}"),
+            (self.centroid_samples >= 0, "--centroid-samples", f"must be >= 0, got {self.centroid_samples}"),
+            (self.profile_runs >= 1, "--profile-runs", f"must be >= 1, got {self.profile_runs}"),
+        ]
+        for ok, name, message in checks:
+            if not ok:
+                raise BenchmarkError(message, field=name)
+        if self.variants is not None:
+            known = _weights_variants()
+            unknown = [v for v in self.variants if v not in known]
+            if unknown or not self.variants:
+                raise BenchmarkError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; choose from "
+                                     f"{', '.join(known)}", field="--variants")
+
+    @property
+    def uses_ort(self) -> bool:
+        return self.backend in ("ort", "all")
+
+    @property
+    def uses_torch_csr(self) -> bool:
+        return self.backend in ("torch", "all")
+
+    @property
+    def uses_torch_eager(self) -> bool:
+        return self.backend == "torch" or self.torch_eager
+
+    def export_variants(self) -> tuple[str, ...]:
+        return tuple(self.variants) if self.variants else _weights_variants()
+
+
+# ---------------------------------------------------------------------------- checkpoint sources
+
+@dataclass(frozen=True)
+class CheckpointSource:
+    """How to (re)build a checkpoint, lazily, in this process or in a memory-probe child.
+
+    ``kind``: ``dense`` (``path`` = a dense BERT directory), ``packed`` (``path`` + ``mask_file``)
+    or ``manifest`` (``path`` = an export directory whose manifest names its source).
+    ``unpruned``: every mask set to ones (the dense model the pruned one came from).
+    """
+
+    kind: str
+    path: str
+    mask_file: str | None = None
+    unpruned: bool = False
+
+    def load(self):
+        from ..readers import ReadOptions, read_checkpoint
+
+        if self.kind == "dense":
+            ckpt = read_checkpoint(self.path, input_format="dense")
+        elif self.kind == "packed":
+            ckpt = read_checkpoint(self.path, ReadOptions(mask_file=Path(self.mask_file)), input_format="packed")
+        elif self.kind == "manifest":
+            ckpt = checkpoint_from_manifest(Path(self.path))
+        else:
+            raise BenchmarkError(f"unknown checkpoint source kind {self.kind!r}", field="kind")
+        if self.unpruned:
+            import torch
+
+            ckpt = dataclasses.replace(ckpt, masks={n: torch.ones_like(m, dtype=torch.bool)
+                                                    for n, m in ckpt.masks.items()})
+        return ckpt
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+
+class CheckpointCache:
+    """Loads each ``CheckpointSource`` once: ``cache(source)`` is its checkpoint."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[CheckpointSource, Any] = {}
+
+    def __call__(self, source: CheckpointSource):
+        if source not in self._loaded:
+            self._loaded[source] = source.load()
+        return self._loaded[source]
+
+    def clear(self) -> None:
+        self._loaded.clear()
+
+
+def _resolve_mask_file(value: str, export_dir: Path) -> Path | None:
+    path = Path(value)
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, export_dir.parent / path,
+                                                    export_dir.parent / path.name, export_dir / path.name]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _read_options(manifest: Manifest, export_dir: Path):
+    """The reader options that rebuild the masks the export was made with."""
+    from ..readers import ReadOptions
+
+    md = manifest.metadata or {}
+    fmt = manifest.source_format
+    mask_file = None
+    if fmt == "packed":
+        mask_file = _resolve_mask_file(str(md["mask_file"]), export_dir) if md.get("mask_file") else None
+        if mask_file is None:
+            raise BenchmarkError(f"the packed mask file {md.get('mask_file')!r} is not found",
+                                 path=export_dir / MANIFEST_NAME, field="metadata.mask_file")
+    head = manifest.head or {}
+    words = tuple(head.get("label_words") or ()) or tuple(str(i) for i in head.get("label_token_ids") or ())
+    smp = fmt == "smp"
+    return ReadOptions(
+        keep=md.get("keep") if smp else None,
+        smp_s=("keep_ratios" in md) if smp else None,
+        smp_s_temperature=md.get("temperature") if smp else None,
+        threshold=md.get("threshold") if fmt == "movement" else None,
+        mask_file=mask_file, label_words=words or None)
+
+
+def checkpoint_from_manifest(export_dir: Path):
+    """Rebuild the pruned checkpoint an export came from (its manifest's source, format and options).
+
+    Raises BenchmarkError when the source is gone or the rebuilt masks do not match the export.
+    """
+    from ..readers import read_checkpoint
+
+    manifest = Manifest.read(export_dir)
+    where = export_dir / MANIFEST_NAME
+    source = Path(manifest.source_path)
+    if not source.is_dir():
+        raise BenchmarkError(f"the source checkpoint {source} of this export is not a directory here",
+                             path=where, field="source_path")
+    options = _read_options(manifest, export_dir)
+    try:
+        ckpt = read_checkpoint(source, options, input_format=manifest.source_format)
+    except SmpExportError as exc:
+        raise BenchmarkError(f"cannot rebuild the source checkpoint: {exc}", path=where,
+                             field="source_path") from exc
+    want = manifest.totals.get("density")
+    if want is not None and abs(ckpt.density() - float(want)) > 1e-6:
+        raise BenchmarkError(f"the rebuilt masks have density {ckpt.density():.6f}, the export "
+                             f"{float(want):.6f}", path=where, field="totals.density")
+    return ckpt

@@ -1,0 +1,107 @@
+"""``run_benchmark``: plan, load, time interleaved, evaluate, probe memory, profile, write."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from runtime.bench.harness import TimingPlan, TimingResult, time_interleaved
+from runtime.bench.records import terminal_table
+from runtime.providers import select_providers
+from runtime.tokenize import Tokenizer
+
+from .config import BenchConfig, CheckpointCache
+from .evaluation import EvalSet, eval_batches, evaluate, load_eval_set
+from .loading import _check_device, _timing_feeds, _tokenizer_for, load_variants
+from .memory import probe_memory
+from .progress import bar, bar_iter
+from .report import Measurements, build_records, environment, write_files
+from .variants import _Live, _plan
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchResult:
+    records: list[dict[str, Any]]
+    skipped: list[dict[str, str]]
+    files: dict[str, Path]
+    table: str
+    timing: TimingResult
+    profile_text: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def run_benchmark(config: BenchConfig, *, echo: Callable[[str], None] | None = None) -> BenchResult:
+    """Build, time, evaluate, probe and write one benchmark run (see the package docstring)."""
+    echo = echo or (lambda message: logger.info("%s", message))
+    _check_device(config)
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    specs, skipped, notes = _plan(config, echo)
+    eval_set = load_eval_set(config)          # its texts also make the timed batch
+    checkpoint = CheckpointCache()            # shared by the tokenizer lookup and the torch variants
+    tokenizer, vocab = _tokenizer_for(specs, checkpoint)
+    feeds, feeds_from = _timing_feeds(config, tokenizer, eval_set, vocab)
+    lives = load_variants(specs, config, feeds, checkpoint, skipped, echo)
+    checkpoint.clear()
+    reference = next(x for x in lives if x.spec.is_reference)
+
+    env_start = environment(config)
+    timing = _time(lives, config)
+    measured = Measurements(evals=_accuracy(lives, reference, tokenizer, eval_set, config, notes))
+    if config.memory:
+        measured.memory = probe_memory(lives, config, notes)
+    measured.profiles, profile_text = _profile(lives, config, feeds)
+
+    env = environment(config)
+    env["load_average_start"] = env_start.get("load_average")
+    env["timing_inputs"] = feeds_from
+    records = build_records(lives, reference, config, timing, measured, env)
+    files = write_files(config, records, skipped, notes, timing, env, measured.profiles, echo)
+    return BenchResult(records=records, skipped=skipped, files=files, table=terminal_table(records),
+                       timing=timing, profile_text=profile_text, notes=notes)
+
+
+def _time(lives: Sequence[_Live], config: BenchConfig) -> TimingResult:
+    plan = TimingPlan(runs=config.runs, warmup=config.warmup)
+    progress = bar(len(lives) * (plan.runs + plan.warmup), "timing (interleaved)", config.progress)
+    timing = time_interleaved([x.runner for x in lives], plan, batch_size=config.batch,
+                              on_call=lambda phase, name: progress.update())
+    progress.close()
+    return timing
+
+
+def _accuracy(lives: Sequence[_Live], reference: _Live, tokenizer: Tokenizer | None, eval_set: EvalSet | None,
+              config: BenchConfig, notes: list[str]) -> dict[str, dict[str, Any]]:
+    if eval_set is None or config.eval_samples == 0:
+        return {}
+    if tokenizer is None:
+        notes.append("no tokenizer: accuracy not measured")
+        return {}
+    progress = bar(eval_batches(eval_set, len(lives), config.batch), "accuracy", config.progress)
+    evals = evaluate(lives, reference, tokenizer, eval_set, config, progress.update)
+    progress.close()
+    return evals
+
+
+def _profile(lives: Sequence[_Live], config: BenchConfig,
+             feeds: dict[str, np.ndarray]) -> tuple[dict[str, Any], str | None]:
+    """onnxruntime's per-operator profile of every onnxruntime variant, and its printed summary."""
+    if not config.profile:
+        return {}, None
+    from runtime.bench.profile import format_profile, profile_model
+
+    profiles = {}
+    for live in bar_iter([x for x in lives if x.spec.backend == "onnxruntime"], "profiling", config.progress):
+        profiles[live.spec.name] = profile_model(
+            Path(live.spec.export_dir) / "model.onnx", feeds, runs=config.profile_runs,
+            providers=select_providers(config.device), intra_op_threads=config.threads,
+            custom_op_libraries=config.custom_op_libraries, name=live.spec.name)
+    return profiles, (format_profile(profiles) if profiles else None)

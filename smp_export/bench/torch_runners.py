@@ -1,0 +1,82 @@
+"""The torch variants: ``torch-eager-dense`` (the masked / unpruned model in Hugging Face's
+eager BERT) and ``torch-csr@s`` (every pruned linear as a ``torch.sparse`` CSR matrix,
+``formats.csr.CSRTensor``), the torch peer of the exports."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from runtime.bench.harness import Runner
+
+from .config import BenchConfig, BenchmarkError, CheckpointCache
+from .variants import _Live, _Spec
+
+
+def _csr_module(weight, bias, device: str):
+    """An ``nn.Module`` computing ``x @ W^T + b`` with ``W`` as a torch.sparse CSR matrix."""
+    import torch
+    from torch import nn
+
+    from ..formats.csr import CSRTensor
+
+    class CSRLinear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.csr = CSRTensor.from_dense(weight.detach().float())
+            self.register_buffer("bias", bias.detach().float().clone() if bias is not None else None)
+            self.sparse = None if device == "cpu" else self.csr.to_torch().to(device)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.sparse is None:
+                return self.csr.linear(x, self.bias)
+            x2d = x.reshape(-1, self.csr.shape[1])
+            out = torch.sparse.mm(self.sparse, x2d.t().contiguous()).t() + self.bias
+            return out.reshape(*x.shape[:-1], self.csr.shape[0])
+
+    return CSRLinear()
+
+
+def build_torch_model(ckpt, *, csr: bool, device: str = "cpu"):
+    """The masked Hugging Face model (``reference.build_reference_model``); with ``csr`` every
+    pruned linear is replaced by a torch.sparse CSR one. Returns the module on ``device``."""
+    from ..reference import build_reference_model
+
+    model = build_reference_model(ckpt)
+    if csr:
+        modules = dict(model.named_modules())
+        masked = ckpt.masked_weights()
+        for name in ckpt.masks:
+            module = name.removesuffix(".weight")
+            path = next((p + module for p in ("model.", "model.bert.") if p + module in modules), None)
+            if path is None:
+                raise BenchmarkError("pruned linear not found in the torch model", field=name)
+            parent_path, _, child = path.rpartition(".")
+            setattr(modules[parent_path], child, _csr_module(masked[name], modules[path].bias, device))
+    return model.to(device).eval()
+
+
+def _load_torch(spec: _Spec, config: BenchConfig, feeds: dict[str, np.ndarray], checkpoint: CheckpointCache) -> _Live:
+    import torch
+
+    start = time.perf_counter()
+    ckpt = checkpoint(spec.source)
+    model = build_torch_model(ckpt, csr=spec.csr, device=config.device)
+    load_s = time.perf_counter() - start
+    device = torch.device(config.device)
+    timed = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
+
+    def run() -> None:
+        with torch.inference_mode():
+            model(**timed)
+
+    def outputs(f: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            out = model(**{k: torch.from_numpy(np.asarray(v, dtype=np.int64)).to(device) for k, v in f.items()})
+        return out.float().cpu().numpy()
+
+    sync = torch.cuda.synchronize if config.device == "cuda" else None
+    id2label = {int(k): str(v) for k, v in (ckpt.config.id2label or {}).items()} if ckpt.head.kind != "none" else {}
+    return _Live(spec, Runner(spec.name, run, sync), outputs, ckpt.head.output_name, load_s,
+                 f"torch-{config.device}", id2label)

@@ -1,0 +1,138 @@
+"""sparse_kernel_pass on a tiny graph, and the sparse-kernel export end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from runtime.manifest import Manifest
+from runtime.session import ModelSession
+from smp_export.errors import ExportError
+from smp_export.export import ExportOptions, export_onnx
+from smp_export.passes.sparse_kernel import KernelSpec, sparse_kernel_pass
+from tests.helpers import tiny_checkpoint
+from tests.kernel_helpers import assert_close, random_weight, session
+
+
+def _linear_model(w: np.ndarray, b: np.ndarray) -> onnx.ModelProto:
+    """Y = Relu(X @ W^T + b), named like the exported graph (``lin.weight_t``, ``lin.bias``)."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "lin.weight_t"], ["XW"], name="/lin/MatMul"),
+         helper.make_node("Add", ["XW", "lin.bias"], ["H"], name="/lin/Add"),
+         helper.make_node("Relu", ["H"], ["Y"], name="/Relu")],
+        "tiny", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", w.shape[1]])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", w.shape[0]])],
+        initializer=[numpy_helper.from_array(np.ascontiguousarray(w.T), "lin.weight_t"),
+                     numpy_helper.from_array(b, "lin.bias")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("spec", [KernelSpec(), KernelSpec("bsr", (2, 4))])
+def test_pass_on_a_tiny_linear(spec):
+    rng = np.random.default_rng(0)
+    w = random_weight(rng, 24, 16, 0.2, spec.block_shape)
+    b = rng.standard_normal(24).astype(np.float32)
+    before = _linear_model(w, b)
+    after = sparse_kernel_pass(before, {"lin.weight": spec})
+    onnx.checker.check_model(after)
+    assert [n.op_type for n in before.graph.node] == ["MatMul", "Add", "Relu"]   # input untouched
+    node = after.graph.node[0]
+    assert [n.op_type for n in after.graph.node] == ["SparseLinear", "Relu"]
+    assert node.domain == "ai.smp" and list(node.input) == ["X", "lin.crow_indices", "lin.col_indices",
+                                                             "lin.values", "lin.bias"]
+    assert list(node.output) == ["H"]
+    attrs = {a.name: list(a.ints) for a in node.attribute}
+    assert attrs == {"shape": [24, 16], "block_shape": list(spec.block_shape)}
+    inits = {i.name: numpy_helper.to_array(i) for i in after.graph.initializer}
+    assert "lin.weight_t" not in inits and inits["lin.crow_indices"].dtype == np.int32
+    values = inits["lin.values"]
+    assert values.ndim == (1 if spec.format == "csr" else 3)
+    assert any(op.domain == "ai.smp" for op in after.opset_import)
+    x = rng.standard_normal((5, 16)).astype(np.float32)
+    assert_close(session(after).run(None, {"X": x})[0], np.maximum(x @ w.T + b, 0))
+
+
+def _fusable_model(w: np.ndarray, b: np.ndarray, residual_shape: list) -> onnx.ModelProto:
+    """Y = gelu(X @ W^T + b) (onnx_graph's exact erf form), Z = Y @ W2^T + b2 + R."""
+    out, inp = w.shape
+    consts = {"const.sqrt2": np.sqrt(2.0), "const.one": 1.0, "const.half": 0.5}
+    nodes = [helper.make_node("MatMul", ["X", "a.weight_t"], ["XA"]),
+             helper.make_node("Add", ["XA", "a.bias"], ["H"]),
+             helper.make_node("Div", ["H", "const.sqrt2"], ["D"]),
+             helper.make_node("Erf", ["D"], ["E"]),
+             helper.make_node("Add", ["E", "const.one"], ["E1"]),
+             helper.make_node("Mul", ["H", "E1"], ["G0"]),
+             helper.make_node("Mul", ["G0", "const.half"], ["G"]),
+             helper.make_node("MatMul", ["G", "b.weight_t"], ["GB"]),
+             helper.make_node("Add", ["GB", "b.bias"], ["Z0"]),
+             helper.make_node("Add", ["Z0", "R"], ["Z"])]
+    inits = [numpy_helper.from_array(np.ascontiguousarray(w.T), "a.weight_t"), numpy_helper.from_array(b, "a.bias"),
+             numpy_helper.from_array(np.ascontiguousarray(w), "b.weight_t"),
+             numpy_helper.from_array(np.zeros(inp, np.float32), "b.bias")]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in consts.items()]
+    graph = helper.make_graph(nodes, "fuse", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["n", inp]),
+                                              helper.make_tensor_value_info("R", TensorProto.FLOAT, residual_shape)],
+                              [helper.make_tensor_value_info("Z", TensorProto.FLOAT, ["n", inp])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_pass_fuses_gelu_and_residual():
+    from scipy.special import erf
+
+    rng = np.random.default_rng(1)
+    w = random_weight(rng, 24, 16, 0.3)
+    b = rng.standard_normal(24).astype(np.float32)
+    model = _fusable_model(w, b, ["n", 16])
+    fused = sparse_kernel_pass(model, ["a", "b"])
+    assert [n.op_type for n in fused.graph.node] == ["SparseLinear", "SparseLinear"]
+    first, second = fused.graph.node
+    assert {a.name: a.s for a in first.attribute if a.name == "activation"} == {"activation": b"gelu"}
+    assert list(second.input)[-1] == "R" and list(second.output) == ["Z"]
+    x = rng.standard_normal((5, 16)).astype(np.float32)
+    r = rng.standard_normal((5, 16)).astype(np.float32)
+    h = x @ w.T + b
+    want = (0.5 * h * (1 + erf(h / np.sqrt(2)))) @ w + r
+    assert_close(session(fused).run(None, {"X": x, "R": r})[0], want)
+    assert_close(session(sparse_kernel_pass(model, ["a", "b"], fuse=False)).run(None, {"X": x, "R": r})[0], want)
+    # A residual that broadcasts (shape [16]) is not fused: the kernel adds same-shaped tensors only.
+    broadcast = sparse_kernel_pass(_fusable_model(w, b, [16]), ["a", "b"])
+    assert [n.op_type for n in broadcast.graph.node] == ["SparseLinear", "SparseLinear", "Add"]
+
+
+def test_pass_names_what_it_cannot_find():
+    w = np.eye(4, dtype=np.float32)
+    model = _linear_model(w, np.zeros(4, np.float32))
+    with pytest.raises(ExportError, match="other.*no MatMul"):
+        sparse_kernel_pass(model, ["other"])
+    with pytest.raises(ExportError, match="cannot store as bsr"):
+        sparse_kernel_pass(model, {"lin": KernelSpec("bsr", (3, 3))})
+
+
+@pytest.mark.parametrize("head", ["none", "sequence-classification"])
+def test_sparse_kernel_export_validates_and_loads(tmp_path, head):
+    ckpt = tiny_checkpoint(head=head, keep=0.1, hidden_size=64, intermediate_size=128)
+    out = tmp_path / "e"
+    manifest = export_onnx(ckpt, out, options=ExportOptions(weights="sparse-kernel"))
+    assert manifest.validation.passed and manifest.validation.max_abs_diff <= 1e-4
+    on_disk = Manifest.read(out)
+    assert on_disk.custom_op_domains == ["ai.smp"] and on_disk.weights == "sparse-kernel"
+    assert {r.format for r in on_disk.layers} == {"csr"}
+    assert on_disk.totals["formats"] == {"csr": 12}
+    model = onnx.load(str(out / "model.onnx"))
+    kernels = [n for n in model.graph.node if n.op_type == "SparseLinear"]
+    assert len(kernels) == 12
+    assert sum(any(a.name == "activation" for a in n.attribute) for n in kernels) == 2   # FFN intermediate
+    assert sum(len(n.input) == 6 for n in kernels) == 4                                  # residual adds
+    assert not any(n.op_type in ("Erf", "Div") and "intermediate" in n.name for n in model.graph.node)
+    assert not any(n.op_type == "MatMul" and n.input[1].endswith(".weight_t") and "encoder" in n.input[1]
+                   for n in model.graph.node)
+    dense = export_onnx(ckpt, tmp_path / "d", options=ExportOptions(weights="dense"))
+    assert sum(r.bytes for r in on_disk.layers) < sum(r.bytes for r in dense.layers)
+    loaded = ModelSession.load(out)           # the library is registered from the manifest
+    ids = np.array([[2, 5, 9, 4, 0], [3, 8, 7, 6, 10]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+    want = ModelSession.load(tmp_path / "d").run(feeds)
+    for name, got in loaded.run(feeds).items():
+        np.testing.assert_allclose(got, want[name], atol=1e-4)
