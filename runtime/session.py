@@ -123,6 +123,15 @@ def _with_project_library(model_path: Path, manifest: Manifest | None, config: S
     return replace(config, custom_op_libraries=(*config.custom_op_libraries, str(library)))
 
 
+def required_custom_op_libraries(export_dir: str | Path, libraries: Sequence[str] = ()) -> tuple[str, ...]:
+    """The custom-op libraries a session of ``export_dir`` needs: ``libraries`` plus the
+    project's sparse-kernel library when the manifest lists the ``ai.smp`` domain."""
+    directory = Path(export_dir)
+    manifest = Manifest.read(directory) if (directory / MANIFEST_NAME).is_file() else None
+    config = SessionConfig(custom_op_libraries=tuple(libraries))
+    return _with_project_library(directory / "model.onnx", manifest, config).custom_op_libraries
+
+
 def _domain_message(domains: set[str]) -> str:
     return f"the model uses custom operator domain(s) {', '.join(sorted(domains))} but "
 

@@ -1,4 +1,5 @@
-"""tqdm progress bars on stderr, or silent stand-ins (``--no-progress``, no tqdm)."""
+"""tqdm progress bars on stderr when it is a terminal, or silent stand-ins (``--no-progress``,
+no tqdm, output to a file or pipe)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ class _NoBar:
 
 
 def bar(total: int, desc: str, enabled: bool):
-    if not enabled:
+    if not enabled or not sys.stderr.isatty():
         return _NoBar()
     try:
         from tqdm import tqdm

@@ -97,11 +97,13 @@ def _profile(lives: Sequence[_Live], config: BenchConfig,
     if not config.profile:
         return {}, None
     from runtime.bench.profile import format_profile, profile_model
+    from runtime.session import required_custom_op_libraries
 
     profiles = {}
     for live in bar_iter([x for x in lives if x.spec.backend == "onnxruntime"], "profiling", config.progress):
         profiles[live.spec.name] = profile_model(
             Path(live.spec.export_dir) / "model.onnx", feeds, runs=config.profile_runs,
             providers=select_providers(config.device), intra_op_threads=config.threads,
-            custom_op_libraries=config.custom_op_libraries, name=live.spec.name)
+            custom_op_libraries=required_custom_op_libraries(live.spec.export_dir, config.custom_op_libraries),
+            name=live.spec.name)
     return profiles, (format_profile(profiles) if profiles else None)
