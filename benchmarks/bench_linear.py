@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from runtime.bench.harness import Runner, TimingPlan, time_interleaved  # noqa: E402
 from runtime.stats import environment, speedup, summarize  # noqa: E402
 
 # Targets of issue #4 (ratio of medians vs onnxruntime dense).
@@ -37,15 +37,9 @@ MINILM_TARGETS = {(32, 0.9): 3.6, (32, 0.97): 5.0, (1, 0.9): 3.0, (1, 0.97): 4.0
 
 
 def _interleaved(runs: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call for each variant, rounds interleaved after warm-up."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for r in range(warmup + rounds):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            if r >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
+    """Seconds per call for each variant: the harness's interleaved rounds after warm-up."""
+    plan = TimingPlan(runs=rounds, warmup=warmup)
+    return time_interleaved([Runner(n, fn) for n, fn in runs.items()], plan, batch_size=1).times_s
 
 
 SPIN = {"spin": False}   # set from --spin

@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -67,6 +66,9 @@ def run_peer(models: list[str], batches: list[int], rounds: int, warmup: int) ->
     import onnxruntime as ort
     from deepsparse import compile_model
 
+    sys.path.insert(0, str(ROOT))        # the harness is plain Python: usable from the peer venv
+    from runtime.bench.harness import Runner, TimingPlan, time_interleaved
+
     records = []
     for model in models:
         for batch in batches:
@@ -82,13 +84,8 @@ def run_peer(models: list[str], batches: list[int], rounds: int, warmup: int) ->
             names = [i.name for i in session.get_inputs()]
             runs = {"ort-dense": lambda: session.run(None, dict(zip(names, feeds))),
                     "deepsparse": lambda: engine.run(feeds)}
-            times = {k: [] for k in runs}
-            for r in range(warmup + rounds):
-                for name, fn in runs.items():
-                    start = time.perf_counter()
-                    fn()
-                    if r >= warmup:
-                        times[name].append(time.perf_counter() - start)
+            times = time_interleaved([Runner(n, fn) for n, fn in runs.items()],
+                                     TimingPlan(runs=rounds, warmup=warmup), batch_size=batch).times_s
             med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
             records.append({"model": Path(model).name, "batch": batch, "median_ms": med,
                             "ratio_of_medians": med["ort-dense"] / med["deepsparse"],
