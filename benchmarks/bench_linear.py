@@ -2,10 +2,18 @@
 
     python benchmarks/bench_linear.py                      # one linear: 4096 and 128 tokens, 90% and 97%
     python benchmarks/bench_linear.py --suite minilm       # MiniLM-L6: batch 32 x 128 and 1 x 128
+    python benchmarks/bench_linear.py --suite bert-base    # BERT-base shapes (random weights): same table
 
 One linear: X [tokens, 768] @ W^T [768, 3072] + b, random magnitude-free mask at the given
-sparsity. Whole model: the packaged MiniLM magnitude-pruned per matrix, exported dense and
-sparse-kernel (and auto with --auto), run through runtime.session.ModelSession.
+sparsity. Peers in the same rounds: onnxruntime's com.microsoft.SparseToDenseMatMul (CSR fed as
+a sparse OrtValue, Y^T = W X^T; it cannot take a sparse initializer) and torch CSR
+(``torch.sparse.mm``), each followed by the bias add and transpose the linear needs. Whole model: the packaged MiniLM magnitude-pruned per matrix, exported dense and
+sparse-kernel (and auto with --auto), run through runtime.session.ModelSession. ``dense-mha``
+and ``sparse-kernel-mha`` use onnxruntime's com.microsoft.MultiHeadAttention (sparse-kernel
+itself uses the ai.smp.Attention kernel): dense-mha is the part of a speed-up that fused
+attention alone gives a dense model. bert-base is a
+BERT-base-shaped encoder (12 layers, hidden 768, 12 heads, FFN 3072) with random weights built
+here (no download): speed depends on shapes and masks, not on the values.
 
 Every round runs each variant once, interleaved (A B A B ...), after warm-up rounds; the
 speed-up is the ratio of medians against onnxruntime dense in the same run (runtime.stats).
@@ -62,6 +70,40 @@ def _session(model, threads: int | None, library: bool):
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def _peers(w: np.ndarray, b: np.ndarray, x: np.ndarray, threads: int | None) -> dict:
+    """ort-sparse-to-dense and torch-csr runs of ``x @ w.T + b``, checked against numpy first."""
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper
+
+    csr = torch.from_numpy(w).to_sparse_csr()
+    node = helper.make_node("SparseToDenseMatMul", ["A", "B"], ["Y"], domain="com.microsoft")
+    graph = helper.make_graph([node], "s2d", [helper.make_sparse_tensor_value_info("A", TensorProto.FLOAT, list(w.shape)),
+                                              helper.make_tensor_value_info("B", TensorProto.FLOAT, [w.shape[1], None])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [w.shape[0], None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    session = _session(model, threads, False)
+    a = ort.OrtValue.ort_value_from_sparse_tensor(ort.SparseTensor.sparse_csr_from_numpy(
+        list(w.shape), csr.values().numpy(), csr.col_indices().numpy().astype(np.int64),
+        csr.crow_indices().numpy().astype(np.int64), ort.OrtDevice.make("cpu", 0)))
+    xt = torch.from_numpy(x)
+
+    def s2d() -> np.ndarray:
+        bt = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x.T))
+        return session.run_with_ort_values(["Y"], {"A": a, "B": bt})[0].numpy().T + b
+
+    def torch_csr() -> np.ndarray:
+        with torch.inference_mode():
+            return (torch.sparse.mm(csr, xt.T).T + torch.from_numpy(b)).contiguous().numpy()
+
+    if threads:
+        torch.set_num_threads(threads)
+    expected = x @ w.T + b
+    for run in (s2d, torch_csr):
+        np.testing.assert_allclose(run(), expected, rtol=1e-4, atol=1e-3)
+    return {"ort-sparse-to-dense": s2d, "torch-csr": torch_csr}
+
+
 def linear_suite(args) -> list[dict]:
     from smp_export.autotune import _dense_model
     from smp_export.passes.sparse_kernel import KernelSpec, sparse_kernel_pass
@@ -80,37 +122,63 @@ def linear_suite(args) -> list[dict]:
             np.testing.assert_allclose(sparse.run(None, {"X": x})[0], dense.run(None, {"X": x})[0],
                                        rtol=1e-4, atol=1e-3)
             rounds = args.rounds or (9 if tokens >= 1024 else 200)
-            times = _interleaved({"ort-dense": lambda: dense.run(None, {"X": x}),
-                                  "sparse-kernel": lambda: sparse.run(None, {"X": x})}, rounds, args.warmup)
+            runs = {"ort-dense": lambda: dense.run(None, {"X": x}), "sparse-kernel": lambda: sparse.run(None, {"X": x})}
+            if not args.no_peers:
+                runs.update(_peers(w, b, x, args.threads))
+            times = _interleaved(runs, rounds, args.warmup)
             records.append(_record("linear", tokens, sparsity, times, LINEAR_TARGETS.get((tokens, sparsity)),
                                    {"shape": [tokens, 768, 3072]}))
     return records
 
 
-def _minilm_exports(sparsity: float, directory: Path, auto: bool) -> dict[str, Path]:
-    from smp_export.default_model import default_model_dir, write_magnitude_mask_file
-    from smp_export.export import ExportOptions, export_onnx
-    from smp_export.readers import ReadOptions, read_checkpoint
+def _model_dir(suite: str, directory: Path) -> Path:
+    """The packaged MiniLM, or a BERT-base-shaped BertModel with random weights saved here."""
+    from smp_export.default_model import default_model_dir
 
-    model_dir = default_model_dir()
-    mask = directory / f"mask-{sparsity}.npy"
-    write_magnitude_mask_file(model_dir, 1.0 - sparsity, mask)
-    ckpt = read_checkpoint(model_dir, ReadOptions(mask_file=mask))
-    out = {}
-    for weights in ["dense", "sparse-kernel"] + (["auto"] if auto else []):
-        out[weights] = directory / f"minilm-{sparsity}-{weights}"
-        export_onnx(ckpt, out[weights], options=ExportOptions(weights=weights, overwrite=True))
+    if suite == "minilm":
+        return default_model_dir()
+    import torch
+    from transformers import BertConfig, BertModel
+
+    out = directory / "bert-base-shaped"
+    if not (out / "model.safetensors").is_file():
+        torch.manual_seed(0)
+        BertModel(BertConfig(), add_pooling_layer=False).save_pretrained(out, safe_serialization=True)
     return out
 
 
-def minilm_suite(args) -> list[dict]:
+def _model_exports(suite: str, sparsity: float, directory: Path, args) -> dict[str, Path]:
+    from smp_export.autotune import AutotuneConfig
+    from smp_export.default_model import write_magnitude_mask_file
+    from smp_export.export import ExportOptions, export_onnx
+    from smp_export.onnx_graph import GraphOptions
+    from smp_export.readers import ReadOptions, read_checkpoint
+
+    model_dir = _model_dir(suite, directory)
+    mask = directory / f"mask-{sparsity}.npy"
+    write_magnitude_mask_file(model_dir, 1.0 - sparsity, mask)
+    ckpt = read_checkpoint(model_dir, ReadOptions(mask_file=mask), input_format="packed")
+    tune = AutotuneConfig(tokens=tuple(b * args.seq_len for b in args.batch), threads=args.threads)
+    variants = {"dense": {}, "dense-mha": {"graph": GraphOptions(attention="mha")},
+                "sparse-kernel-mha": {"graph": GraphOptions(attention="mha")}, "sparse-kernel": {}}
+    if args.auto:
+        variants["auto"] = {"autotune": tune}
+    out = {}
+    for name, extra in variants.items():
+        out[name] = directory / f"{suite}-{sparsity}-{name}"
+        weights = "dense" if name.startswith("dense") else name.removesuffix("-mha")
+        export_onnx(ckpt, out[name], options=ExportOptions(weights=weights, overwrite=True, **extra))
+    return out
+
+
+def model_suite(args) -> list[dict]:
     from runtime.session import ModelSession, SessionConfig
 
     records = []
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="smp-bench-minilm-") as tmp:
         for sparsity in args.sparsity:
-            exports = _minilm_exports(sparsity, Path(tmp), args.auto)
+            exports = _model_exports(args.suite, sparsity, Path(tmp), args)
             sessions = {k: ModelSession.load(p, SessionConfig(intra_op_threads=args.threads))
                         for k, p in exports.items()}
             if not SPIN["spin"]:
@@ -121,7 +189,8 @@ def minilm_suite(args) -> list[dict]:
                 runs = {("ort-dense" if k == "dense" else k): (lambda s=s: s.run(feeds)) for k, s in sessions.items()}
                 rounds = args.rounds or (7 if batch >= 8 else 60)
                 times = _interleaved(runs, rounds, args.warmup)
-                records.append(_record("minilm", batch, sparsity, times, MINILM_TARGETS.get((batch, sparsity)),
+                targets = MINILM_TARGETS if args.suite == "minilm" else {}
+                records.append(_record(args.suite, batch, sparsity, times, targets.get((batch, sparsity)),
                                        {"batch": batch, "seq_len": args.seq_len}))
     return records
 
@@ -168,13 +237,17 @@ def _write(records: list[dict], suite: str, args) -> Path:
                                                     "records": records}, indent=2) + "\n")
     lines = [f"# {suite} suite, {stamp} UTC", "", f"`{' '.join(sys.argv)}` on {env['cpu_model']} "
              f"({env['usable_cores']} cores), load average {env['load_average']}, kernel ISA {env['kernel_isa']}",
-             "", "| size | sparsity | ort dense p50 ms | sparse-kernel p50 ms | ratio of medians | target |",
-             "| ---: | ---: | ---: | ---: | ---: | --- |"]
+             "", "p50 ms per variant, with its ratio of medians against ort-dense in the same run; the target "
+             "applies to sparse-kernel.", ""]
+    names = [n for n in records[0]["variants"] if n != "ort-dense"] if records else []
+    lines += ["| size | sparsity | ort-dense | " + " | ".join(names) + " | target |",
+              "| ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " | --- |"]
     for r in records:
         v = r["variants"]
         target = "" if r["target"] is None else f"{r['target']}x {'met' if r['meets_target'] else 'NOT met'}"
-        lines.append(f"| {r['size']} | {r['sparsity']} | {v['ort-dense']['p50_ms']:.2f} | "
-                     f"{v['sparse-kernel']['p50_ms']:.2f} | {r['ratio']:.2f}x | {target} |")
+        cells = [f"{v[n]['p50_ms']:.2f} ({v[n]['speedup']['ratio_of_medians']:.2f}x)" for n in names]
+        lines.append(f"| {r['size']} | {r['sparsity']} | {v['ort-dense']['p50_ms']:.2f} | " + " | ".join(cells)
+                     + f" | {target} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"recorded {out}.json / .md")
     return out
@@ -182,7 +255,7 @@ def _write(records: list[dict], suite: str, args) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=["linear", "minilm"], default="linear")
+    parser.add_argument("--suite", choices=["linear", "minilm", "bert-base"], default="linear")
     parser.add_argument("--tokens", type=int, nargs="+", default=[4096, 128], help="linear: activation rows")
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 1], help="minilm: batch sizes")
     parser.add_argument("--seq-len", type=int, default=128)
@@ -196,9 +269,11 @@ def main() -> None:
                              "compete for the cores)")
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--no-record", action="store_true", help="print only")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="linear: skip the SparseToDenseMatMul and torch CSR peers (slow at 4096 tokens)")
     args = parser.parse_args()
     SPIN["spin"] = args.spin
-    records = linear_suite(args) if args.suite == "linear" else minilm_suite(args)
+    records = linear_suite(args) if args.suite == "linear" else model_suite(args)
     if not args.no_record:
         _write(records, args.suite, args)
 

@@ -21,7 +21,8 @@
 # 4. Runs the harness (smp_export.bench.run_benchmark, no click needed) on CUDA: a magnitude
 #    sweep (default 0.5,0.9,0.97) with the torch eager dense model, the masked torch.sparse CSR
 #    models and, with onnxruntime-gpu, the onnxruntime exports; then (GPU_CHECK_CPU=1, default)
-#    the same sweep on this machine's CPUs with onnxruntime, for a second machine's CPU numbers.
+#    the same sweep on this machine's CPUs with onnxruntime (compact, and sparse-kernel when the
+#    ai.smp library builds here with CMake), for a second machine's CPU numbers.
 #
 # Knobs (environment): OUT, GPU_WHEELS, GPU_MODEL_DIR, GPU_CHECK_SWEEP, GPU_CHECK_RUNS (20),
 # GPU_CHECK_BATCH (32), GPU_CHECK_SEQ_LEN (128), GPU_CHECK_CPU (1), GPU_CHECK_DRY_RUN (0: 1 runs
@@ -82,6 +83,18 @@ for name, dist in (("transformers", "transformers"), ("onnx", "onnx"), ("onnxrun
     except Exception as exc:   # noqa: BLE001 - a report, not a check
         print(f"  {name:20s} missing ({type(exc).__name__})")
 EOF
+
+# ---------------------------------------------------------------- the ai.smp kernel library
+# Built here with CMake (no pip install needed) so the CPU plan can run the sparse-kernel export.
+if [ -z "${SMP_SPARSE_LIBRARY:-}" ] && command -v cmake >/dev/null 2>&1; then
+  if cmake -S runtime/native -B build/native-check -DCMAKE_BUILD_TYPE=Release >build/native-check.log 2>&1 \
+     && cmake --build build/native-check -j >>build/native-check.log 2>&1; then
+    export SMP_SPARSE_LIBRARY=$ROOT/build/native-check/libsmp_sparse.so
+    echo "== built the ai.smp kernel library: $SMP_SPARSE_LIBRARY"
+  else
+    echo "warning: building the ai.smp kernel library failed (build/native-check.log); no sparse-kernel variant"
+  fi
+fi
 
 # ---------------------------------------------------------------- 3.+4. model and runs
 export GPU_CHECK_RESULTS="$RESULTS" GPU_CHECK_SWEEP="$SWEEP" GPU_CHECK_RUNS="$RUNS" GPU_CHECK_BATCH="$BATCH" \
@@ -160,7 +173,9 @@ common = dict(batch=batch, seq_len=seq_len, runs=runs, warmup=1 if dry else 5, s
 plans = [("cuda", dict(device=device, backend="all" if ort_cuda else "torch",
                        variants=("dense", "compact") if ort_cuda else None))]
 if env.get("GPU_CHECK_CPU", "1") == "1":
-    plans.append(("cpu", dict(device="cpu", backend="all", variants=("compact",), runs=max(2, runs // 2),
+    from runtime.kernels import library_available
+    cpu_variants = ("compact", "sparse-kernel") if library_available() else ("compact",)
+    plans.append(("cpu", dict(device="cpu", backend="all", variants=cpu_variants, runs=max(2, runs // 2),
                               memory=False)))
 failed = 0
 for label, extra in plans:

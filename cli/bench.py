@@ -50,6 +50,9 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 @click.option("--runs", type=int, default=20, show_default=True, help="Timed runs per variant.")
 @click.option("--warmup", type=int, default=3, show_default=True, help="Warm-up runs per variant (not counted).")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (onnxruntime and torch); default: theirs.")
+@click.option("--spin/--no-spin", default=False, show_default=True,
+              help="Let onnxruntime's intra-op threads spin between runs. Off by default: the variants run "
+                   "interleaved, and one session's spinning threads take the cores from the next one's run.")
 @click.option("--sparsity", type=float, default=0.9, show_default=True,
               help="Magnitude sparsity of the default model when no EXPORT_DIR is given.")
 @click.option("--sweep", type=str, default=None,
@@ -89,7 +92,8 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 @click.option("-v", "--verbose", is_flag=True, help="Log progress.")
 @click.pass_context
 def main(ctx: click.Context, export_dirs: tuple[Path, ...], batch: int, seq_len: int, device: str, backend: str,
-         runs: int, warmup: int, threads: int | None, sparsity: float, sweep: str | None, variants: str | None,
+         runs: int, warmup: int, threads: int | None, spin: bool, sparsity: float, sweep: str | None,
+         variants: str | None,
          model_dir: Path | None, baseline_dir: Path | None, cache_dir: Path, demo_dir: Path, rebuild: bool,
          torch_eager: bool, data: str, text_column: str | None, text_pair_column: str | None,
          label_column: str | None, eval_samples: int, centroid_samples: int, seed: int, memory: bool,
@@ -108,7 +112,7 @@ def main(ctx: click.Context, export_dirs: tuple[Path, ...], batch: int, seq_len:
     try:
         config = BenchConfig(
             export_dirs=tuple(export_dirs), output_dir=output, batch=batch, seq_len=seq_len, device=device,
-            backend=backend, runs=runs, warmup=warmup, threads=threads, sparsity=sparsity,
+            backend=backend, runs=runs, warmup=warmup, threads=threads, spin=spin, sparsity=sparsity,
             sweep=_floats(sweep, "--sweep"), variants=_names(variants), model_dir=model_dir,
             baseline_dir=baseline_dir, cache_dir=cache_dir, demo_dir=demo_dir, rebuild=rebuild,
             torch_eager=torch_eager, data=data, text_column=text_column, text_pair_column=text_pair_column,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from smp_export.autotune import AutotuneConfig
 from smp_export.errors import SmpExportError
 from smp_export.export import WEIGHTS_VARIANTS, ExportOptions, export_onnx
 from smp_export.readers import read_checkpoint
@@ -28,7 +29,9 @@ SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "minilm-bbc-smp-
               help="Checkpoint to export (any format smp-export reads).")
 @click.option("--weights", "variants", type=str, default=",".join(WEIGHTS_VARIANTS), show_default=True,
               help="Comma-separated export variants.")
-def main(output: Path, checkpoint: Path, variants: str) -> None:
+@click.option("--autotune-tokens", type=click.IntRange(min=1), default=32 * 128, show_default=True,
+              help="Activation rows --weights auto times each linear at: the benchmark's batch x seq.")
+def main(output: Path, checkpoint: Path, variants: str, autotune_tokens: int) -> None:
     """Export the shipped SMP checkpoint as every variant, validate each, print the summaries."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     rows = []
@@ -36,8 +39,10 @@ def main(output: Path, checkpoint: Path, variants: str) -> None:
         ckpt = read_checkpoint(checkpoint)
         for weights in [v.strip() for v in variants.split(",") if v.strip()]:
             out = output / f"minilm-{ckpt.method}-{ckpt.density():.2f}-{weights}"
-            click.echo(f"\n$ smp-export {checkpoint} --weights {weights} -o {out}")
-            manifest = export_onnx(ckpt, out, options=ExportOptions(weights=weights, overwrite=True))
+            tune = f" --autotune-tokens {autotune_tokens}" if weights == "auto" else ""
+            click.echo(f"\n$ smp-export {checkpoint} --weights {weights}{tune} -o {out}")
+            options = ExportOptions(weights=weights, overwrite=True, autotune=AutotuneConfig(tokens=(autotune_tokens,)))
+            manifest = export_onnx(ckpt, out, options=options)
             click.echo(format_summary(manifest, out))
             rows.append((weights, manifest.files["model.onnx"], manifest.validation.max_abs_diff))
     except SmpExportError as exc:

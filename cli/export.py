@@ -12,6 +12,7 @@ import click
 from smp_export.autotune import AutotuneConfig
 from smp_export.errors import SmpExportError
 from smp_export.export import WEIGHTS_VARIANTS, ExportOptions, export_onnx
+from smp_export.onnx_graph import GraphOptions
 from smp_export.readers import ReadOptions, read_checkpoint
 from smp_export.summary import format_summary
 from smp_export.validate import ValidationConfig
@@ -53,6 +54,10 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
                                       "the ai.smp onnxruntime kernels).")
 @click.option("--autotune-tokens", type=str, default="128", show_default=True,
               help="--weights auto: activation rows (batch x sequence) each linear is timed at, comma-separated.")
+@click.option("--attention", type=click.Choice(["auto", "onnx", "mha", "smp"]), default="auto", show_default=True,
+              help="Attention core per layer. onnx: plain ONNX ops (any runtime); mha: one "
+                   "com.microsoft.MultiHeadAttention node (onnxruntime); smp: one ai.smp.Attention node (this "
+                   "project's kernel library); auto: smp for sparse-kernel / auto, onnx for the others.")
 @click.option("--keep", type=float, default=None, help="Final keep ratio v (SMP), in (0, 1].")
 @click.option("--sparsity", type=float, default=None, help="Final sparsity, 1 - keep.")
 @click.option("--smp-s/--smp-l", "smp_s", default=None,
@@ -72,7 +77,7 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
 def main(model_dir: Path, fmt: str, output: Path, input_format: str | None, weights: str,
          keep: float | None, sparsity: float | None, smp_s: bool | None, smp_s_temperature: float | None,
          threshold: float | None, mask_file: Path | None, label_words: str | None, validate: bool,
-         atol: float, overwrite: bool, verbose: bool, autotune_tokens: str = "128") -> None:
+         atol: float, overwrite: bool, verbose: bool, autotune_tokens: str = "128", attention: str = "auto") -> None:
     """Export a pruning checkpoint in MODEL_DIR to a validated sparse ONNX model.
 
     Input formats, detected automatically (or forced with --input-format): packed (a
@@ -86,7 +91,8 @@ def main(model_dir: Path, fmt: str, output: Path, input_format: str | None, weig
                                smp_s_temperature=smp_s_temperature, threshold=threshold,
                                mask_file=mask_file, label_words=_label_words(label_words))
     options = ExportOptions(weights=weights, validate=validate, overwrite=overwrite,
-                            validation=ValidationConfig(atol=atol), autotune=_autotune(autotune_tokens))
+                            validation=ValidationConfig(atol=atol), autotune=_autotune(autotune_tokens),
+                            graph=GraphOptions(attention=None if attention == "auto" else attention))
     try:
         ckpt = read_checkpoint(model_dir, read_options, input_format=input_format)
         if fmt == "triton":

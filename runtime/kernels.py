@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SPARSE_DOMAIN = "ai.smp"
 SPARSE_OP = "SparseLinear"
+ATTENTION_OP = "Attention"
 SPARSE_OPSET = 1
 LIBRARY_NAME = "libsmp_sparse.so"
 LIBRARY_ENV = "SMP_SPARSE_LIBRARY"
@@ -85,6 +86,9 @@ def _lib() -> ctypes.CDLL:
     lib.smp_sparse_linear.argtypes = ([_P, i64] + array * 4 + [_I64P, i32, _I64P, i32, _P, i32, i32, i64, i32, _P,
                                                                  ctypes.c_char_p, ctypes.c_size_t])
     lib.smp_sparse_linear.restype = ctypes.c_int
+    lib.smp_attention.argtypes = [_P, _P, _P, _P, i32, i64, i64, i64, i64, _P, i32, i32, ctypes.c_char_p,
+                                  ctypes.c_size_t]
+    lib.smp_attention.restype = ctypes.c_int
     lib.smp_resolve_isa.argtypes = [i32]
     lib.smp_resolve_isa.restype = ctypes.c_int
     lib.smp_ort_api_version.restype = ctypes.c_uint32
@@ -160,5 +164,31 @@ def sparse_linear(x: np.ndarray, crow: np.ndarray, col: np.ndarray, values: np.n
     return y
 
 
-__all__ = ["SPARSE_DOMAIN", "SPARSE_OP", "SPARSE_OPSET", "KernelLibraryError", "custom_op_library_path",
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, num_heads: int, *,
+              threads: int = 1, isa: str = "auto") -> np.ndarray:
+    """BERT self-attention on projected ``[batch, seq, num_heads * d]`` tensors through the native
+    ai.smp.Attention kernel: ``softmax(q k^T / sqrt(d) + m) v`` per head, ``m`` float32's lowest
+    where ``mask`` [batch, seq] (int32 / int64) is 0. KernelLibraryError on bad shapes."""
+    q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
+    if q.ndim != 3 or num_heads < 1 or q.shape[2] % num_heads:
+        raise KernelLibraryError(f"q has shape {list(q.shape)}, not [batch, seq, {num_heads} * d]", field="q")
+    if k.shape != q.shape or v.shape != q.shape:
+        raise KernelLibraryError("k and v must have q's shape", field="k/v")
+    if mask is not None:
+        mask = np.ascontiguousarray(mask)
+        if mask.shape != q.shape[:2] or mask.dtype not in (np.int32, np.int64):
+            raise KernelLibraryError("mask must be int32/int64 [batch, seq]", field="mask")
+    out = np.empty_like(q)
+    err = ctypes.create_string_buffer(512)
+    batch, seq, width = q.shape
+    status = _lib().smp_attention(q.ctypes.data, k.ctypes.data, v.ctypes.data,
+                                  None if mask is None else mask.ctypes.data,
+                                  0 if mask is None else _ONNX_DTYPES[mask.dtype], batch, seq, num_heads,
+                                  width // num_heads, out.ctypes.data, int(threads), ISAS[isa], err, len(err))
+    if status != 0:
+        raise KernelLibraryError(err.value.decode(errors="replace"), field="ai.smp.Attention")
+    return out
+
+
+__all__ = ["SPARSE_DOMAIN", "SPARSE_OP", "SPARSE_OPSET", "ATTENTION_OP", "attention", "KernelLibraryError", "custom_op_library_path",
            "library_available", "sparse_linear", "resolved_isa", "native_library"]

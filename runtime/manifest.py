@@ -61,6 +61,7 @@ class Manifest:
     versions: dict[str, str]
     custom_op_domains: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    export_options: dict[str, Any] = field(default_factory=dict)   # attention, autotune tokens, ...
     created: str = ""
     schema_version: int = SCHEMA_VERSION
 

@@ -42,6 +42,7 @@ class SessionConfig:
     inter_op_threads: int = 1
     graph_optimization: str = "all"         # disable | basic | extended | all
     custom_op_libraries: tuple[str, ...] = ()
+    spinning: bool | None = None            # intra-op threads spin between runs; None: onnxruntime's default (on)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -88,6 +89,8 @@ def _session_options(ort: Any, config: SessionConfig) -> Any:
     if config.intra_op_threads is not None:
         opts.intra_op_num_threads = config.intra_op_threads
     opts.inter_op_num_threads = config.inter_op_threads
+    if config.spinning is not None:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spinning else "0")
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                             _OPT_LEVELS[config.graph_optimization])
     for lib in config.custom_op_libraries:

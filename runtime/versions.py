@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
+from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 
 _PACKAGES = ("smp-export", "torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu",
              "numpy", "scipy", "optimum-onnx")
@@ -18,3 +21,28 @@ def collect_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+SOURCE_DIGEST_KEY = "smp-export-source"
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+@lru_cache(maxsize=1)
+def source_digest() -> str:
+    """sha1 (12 hex digits) of the exporter's Python sources and the kernel library's bytes.
+
+    An editable install keeps the same version string while the code changes; this digest
+    tells a cached export made by other code (``smp-bench``'s cache) from a current one.
+    """
+    from .kernels import KernelLibraryError, custom_op_library_path
+
+    digest = hashlib.sha1()
+    files = sorted(p for p in (_ROOT / "smp_export").rglob("*.py") if "bench" not in p.relative_to(_ROOT).parts)
+    for path in files:
+        digest.update(str(path.relative_to(_ROOT)).encode())
+        digest.update(path.read_bytes())
+    try:
+        digest.update(custom_op_library_path().read_bytes())
+    except KernelLibraryError:
+        digest.update(b"no-kernel-library")
+    return digest.hexdigest()[:12]

@@ -28,7 +28,7 @@ from .onnx_graph import GraphOptions, build_onnx_model, linear_initializer_name
 from .passes import sparse_initializer_pass
 from .passes.sparse_kernel import module_of, sparse_kernel_pass
 from .validate import ValidationConfig, validate_export
-from runtime.versions import collect_versions
+from runtime.versions import SOURCE_DIGEST_KEY, collect_versions, source_digest
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, options: ExportOptions
         compaction = compact(weights, ckpt.config, options.compaction)
         weights = compaction.weights
     # The saved file is checked below, after the passes: no need to check the graph twice.
-    model = build_onnx_model(ckpt.config, weights, ckpt.head, options=replace(options.graph, check=False))
+    graph = replace(options.graph, check=False, attention=attention_mode(options))
+    model = build_onnx_model(ckpt.config, weights, ckpt.head, options=graph)
     choices = _kernel_choices(ckpt, weights, options)
     if options.weights == "sparse-initializer":
         model = sparse_initializer_pass(model, [linear_initializer_name(n) for n in ckpt.masks])
@@ -112,6 +113,14 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, options: ExportOptions
     manifest.files = _file_sizes(directory)
     manifest.write(directory)   # second write: the manifest's own size is on record too
     return manifest
+
+
+def attention_mode(options: ExportOptions) -> str:
+    """How attention is emitted (GraphOptions.attention): as asked, else ``smp`` (the ai.smp
+    kernel) for the kernel variants, which need the library anyway; plain ONNX for the others."""
+    if options.graph.attention is not None:
+        return options.graph.attention
+    return "smp" if options.weights in KERNEL_VARIANTS else "onnx"
 
 
 def _kernel_choices(ckpt: PrunedCheckpoint, weights: dict, options: ExportOptions) -> dict[str, LinearChoice]:
@@ -259,9 +268,18 @@ def _manifest(ckpt: PrunedCheckpoint, model: onnx.ModelProto, weights: dict, com
         source_format=ckpt.source_format, source_path=str(ckpt.source_path), method=ckpt.method,
         weights=options.weights, head=head,
         input_names=[i.name for i in model.graph.input], output_names=[o.name for o in model.graph.output],
-        layers=layers, totals=totals, files={}, validation=validation, versions=collect_versions(),
+        layers=layers, totals=totals, files={}, validation=validation,
+        versions={**collect_versions(), SOURCE_DIGEST_KEY: source_digest()},
         custom_op_domains=[SPARSE_DOMAIN] if _uses_kernels(model) else [],
-        metadata=_jsonable(ckpt.metadata), created=_now())
+        metadata=_jsonable(ckpt.metadata), export_options=export_options_record(options), created=_now())
+
+
+def export_options_record(options: ExportOptions) -> dict:
+    """What shaped the graph beyond the checkpoint, as the manifest records it."""
+    record: dict = {"attention": attention_mode(options)}
+    if options.weights == "auto":
+        record["autotune_tokens"] = list(options.autotune.tokens)
+    return record
 
 
 def _jsonable(value):

@@ -54,8 +54,17 @@ BATCH, SEQUENCE = "batch_size", "sequence_length"
 
 @dataclass(frozen=True)
 class GraphOptions:
-    """How the graph is emitted (opset >= 17: ``LayerNormalization`` is native)."""
+    """How the graph is emitted (opset >= 17: ``LayerNormalization`` is native).
 
+    ``attention`` is how the attention core (split heads, QK^T, scale, mask, softmax, @V,
+    merge heads) is emitted: ``onnx``, plain ONNX ops that run anywhere; ``mha``, one
+    onnxruntime ``com.microsoft.MultiHeadAttention`` node; ``smp``, one ``ai.smp.Attention``
+    node (the project's kernel library). The fused forms take the three projections as
+    [B,S,h*d], so the projections stay ordinary linears that can still be sparsified. None:
+    the exporter decides; the builder reads None as ``onnx``.
+    """
+
+    attention: str | None = None
     opset: int = 17
     ir_version: int = 8
     graph_name: str = "smp_bert"
@@ -86,6 +95,7 @@ class _Builder:
 
     def __init__(self, weights: Mapping[str, torch.Tensor]):
         self.weights = weights
+        self.value_info: list[onnx.ValueInfoProto] = []   # shapes onnx inference cannot know
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, onnx.TensorProto] = {}
 
@@ -168,7 +178,10 @@ def _embeddings(b: _Builder, config: BertConfig) -> str:
                                  seq, b.const("zero_i64", [0], np.int64)], "/embeddings/position_embeddings/Slice")
     x = b.node("Add", [words, types], "/embeddings/Add")
     x = b.node("Add", [x, positions], "/embeddings/Add_1")
-    return _layer_norm(b, x, "embeddings.LayerNorm", config.layer_norm_eps)
+    out = _layer_norm(b, x, "embeddings.LayerNorm", config.layer_norm_eps)
+    # Inference loses S at the Slice; naming it keeps every [B,S,*] shape comparable downstream.
+    b.value_info.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, [BATCH, SEQUENCE, config.hidden_size]))
+    return out
 
 
 def _additive_mask(b: _Builder) -> str:
@@ -210,11 +223,40 @@ def _qkv(b: _Builder, x: str, module: str, heads: int, head_dim: int, perm: list
     return _split_heads(b, _linear(b, x, module), heads, head_dim, node_path(module), perm)
 
 
-def _attention(b: _Builder, x: str, mask: str, layer: int, heads: int, head_dim: int, eps: float) -> str:
+ATTENTION_MODES: tuple[str, ...] = ("onnx", "mha", "smp")
+SMP_DOMAIN = "ai.smp"   # runtime.kernels.SPARSE_DOMAIN (the graph builder does not import runtime)
+
+
+def _fused_attention_core(b: _Builder, x: str, mask: str, p: str, heads: int, head_dim: int, mode: str) -> str:
+    """One attention node on the [B,S,h*d] projections.
+
+    Before: Reshape/Transpose x3, MatMul, Div, Add(M), Softmax, MatMul, Transpose, Reshape.
+    After (mha): Q, K, V linears ─ com.microsoft.MultiHeadAttention(Q, K, V, "", int32 mask; num_heads=h)
+    After (smp): Q, K, V linears ─ ai.smp.Attention(Q, K, V, attention_mask; shape=[h, d])
+    Both scale by 1/sqrt(d) and give [B,S,h*d].
+    """
+    q, k, v = (_linear(b, x, f"{p}.self.{m}") for m in ("query", "key", "value"))
+    path = node_path(p + ".self")
+    if mode == "mha":
+        out = b.node("MultiHeadAttention", [q, k, v, "", mask], f"{path}/MultiHeadAttention",
+                     domain="com.microsoft", num_heads=heads)
+    else:
+        out = b.node("Attention", [q, k, v, mask], f"{path}/Attention", domain=SMP_DOMAIN,
+                     shape=[heads, head_dim])
+    # onnx shape inference has no schema for contrib ops: state the shape for the passes after.
+    width = b.weight(f"{p}.self.value.weight").shape[0]
+    b.value_info.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, [BATCH, SEQUENCE, width]))
+    return out
+
+
+def _attention(b: _Builder, x: str, mask: str, layer: int, heads: int, head_dim: int, eps: float,
+               *, mode: str = "onnx") -> str:
     """Self-attention block: ``LayerNorm(X + O(softmax(QK^T/sqrt(d) + M) V))``."""
     p = f"encoder.layer.{layer}.attention"
     if heads == 0:
         out = b.param(f"{p}.output.dense.bias")
+    elif mode != "onnx":
+        out = _linear(b, _fused_attention_core(b, x, mask, p, heads, head_dim, mode), f"{p}.output.dense")
     else:
         q = _qkv(b, x, f"{p}.self.query", heads, head_dim, [0, 2, 1, 3])
         k = _qkv(b, x, f"{p}.self.key", heads, head_dim, [0, 2, 3, 1])
@@ -319,17 +361,24 @@ def build_onnx_model(config: BertConfig, weights: Mapping[str, torch.Tensor], he
     head_dim = config.hidden_size // config.num_attention_heads
     b = _Builder(weights)
     x = _embeddings(b, config)
-    mask = _additive_mask(b)
+    mode = options.attention or "onnx"
+    if mode not in ATTENTION_MODES:
+        raise ExportError(f"unknown attention {mode!r}; one of {', '.join(ATTENTION_MODES)}", field="--attention")
+    masks = {"onnx": _additive_mask, "smp": lambda _: "attention_mask",
+             "mha": lambda b: b.node("Cast", ["attention_mask"], "/mask/Cast", to=TensorProto.INT32)}
+    mask = masks[mode](b)
     for layer in range(config.num_hidden_layers):
         heads, inter = _layer_dims(b, layer, config.hidden_size, head_dim)
         logger.debug("layer %d: %d heads, intermediate %d", layer, heads, inter)
-        x = _attention(b, x, mask, layer, heads, head_dim, config.layer_norm_eps)
+        x = _attention(b, x, mask, layer, heads, head_dim, config.layer_norm_eps, mode=mode)
         x = _ffn(b, x, layer, inter, config.hidden_act, config.layer_norm_eps)
     output = _head(b, x, config, head)
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, [BATCH, SEQUENCE]) for n in INPUT_NAMES]
     graph = helper.make_graph(b.nodes, options.graph_name, inputs, [output],
-                              initializer=list(b.initializers.values()))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", options.opset)],
+                              initializer=list(b.initializers.values()), value_info=b.value_info)
+    extra = {"onnx": [], "mha": [("com.microsoft", 1)], "smp": [(SMP_DOMAIN, 1)]}[mode]
+    opsets = [helper.make_opsetid("", options.opset)] + [helper.make_opsetid(d, v) for d, v in extra]
+    model = helper.make_model(graph, opset_imports=opsets,
                               producer_name=options.producer_name, ir_version=options.ir_version)
     if options.check:
         try:

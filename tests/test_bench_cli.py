@@ -98,12 +98,13 @@ def test_cli_on_exports_writes_table_json_markdown_png(tiny_exports, data_files,
     assert r["cosine_mean"] == pytest.approx(1.0, abs=1e-5)          # same pruned model, other storage
     assert r["eval_n"] == 8 and 0.0 <= r["task_accuracy"] <= 1.0 and "eval.csv" in r["eval_source"]
     assert r["env_cpu_model"] and r["env_logical_cores"] >= 1 and r["version_onnxruntime"]
+    assert r["env_ort_spinning"] is False                            # interleaved runs: no spinning by default
     assert r["command"].startswith("smp-bench ") and "--runs 3" in r["command"]
     timings = json.loads((out / "timings.json").read_text())
     assert [o for o in timings["order"] if o.startswith("timed:")][:3] == [
         "timed:ort-dense", "timed:tiny-sparse-initializer", "timed:tiny-compact"]
     md = (out / "results.md").read_text()
-    assert "| tiny-compact |" in md and "results.png" in md
+    assert "| tiny-compact |" in md and "results.png" in md and "(spinning off)" in md
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -157,6 +158,14 @@ def test_default_model_sweep_with_torch_backends(tiny_model_dir, data_files, tmp
     again = _ok(_invoke(*args, "--runs", "1", "--no-memory", "--no-plot", "--eval-samples", "0",
                         "--data", "none", "-o", tmp_path / "res2"))
     assert "exporting" not in again.output and "building magnitude masks" not in again.output
+    # An export made with other options (or by other exporter code) is not reused.
+    cached = next(cache.glob("*/sparsity0.90-compact"))
+    record = json.loads((cached / "manifest.json").read_text())
+    record["export_options"] = {"attention": "fused"}
+    (cached / "manifest.json").write_text(json.dumps(record))
+    third = _ok(_invoke(*args, "--runs", "1", "--no-memory", "--no-plot", "--eval-samples", "0",
+                        "--data", "none", "-o", tmp_path / "res3"))
+    assert third.output.count("exporting") == 1 and "sparsity0.90-compact" in third.output
 
 
 def test_exports_whose_source_is_on_disk_get_torch_runners(tiny_model_dir, tmp_path) -> None:

@@ -118,3 +118,20 @@ def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path, case):
     assert result.exit_code == 2, result.output
     assert "error:" in result.output and expect in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before   # no partial output, no temp dirs
+
+
+@pytest.mark.parametrize("attention, weights, node", [("auto", "compact", None), ("mha", "compact", "MultiHeadAttention"),
+                                                     ("smp", "compact", "Attention"), ("onnx", "sparse-kernel", None),
+                                                     ("auto", "sparse-kernel", "Attention")])
+def test_attention_option(tmp_path, attention, weights, node):
+    w = write_smp_checkpoint(tmp_path / "run", head="sequence-classification")
+    out = tmp_path / "out"
+    _ok(_invoke(w.path, "-o", out, "--keep", "0.3", "--weights", weights, "--attention", attention))
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert (node is None or node in ops) and ("Softmax" in ops) is (node is None)
+    manifest = Manifest.read(out)
+    expected = {"MultiHeadAttention": "mha", "Attention": "smp", None: "onnx"}[node]
+    assert manifest.export_options["attention"] == expected and manifest.validation.passed
+    assert ("ai.smp" in manifest.custom_op_domains) is (node == "Attention" or weights == "sparse-kernel")

@@ -115,3 +115,19 @@ def test_tolerance_is_configurable(tmp_path):
     options = ExportOptions(validation=ValidationConfig(atol=1e-12))
     with pytest.raises(ValidationError, match="max"):
         export_onnx(tiny_checkpoint(keep=0.9), tmp_path / "e", options=options)
+
+
+def test_manifest_records_exporter_source_and_options(tmp_path):
+    """The manifest names the code (source digest) and options that made the graph, which is
+    what smp-bench's cache compares before reusing an export."""
+    from runtime.versions import SOURCE_DIGEST_KEY, source_digest
+    from smp_export.autotune import AutotuneConfig
+
+    ckpt = tiny_checkpoint()
+    dense = export_onnx(ckpt, tmp_path / "d", options=ExportOptions(weights="dense"))
+    assert dense.versions[SOURCE_DIGEST_KEY] == source_digest() and len(source_digest()) == 12
+    assert dense.export_options == {"attention": "onnx"}
+    auto = export_onnx(ckpt, tmp_path / "a", options=ExportOptions(
+        weights="auto", autotune=AutotuneConfig(tokens=(16,), repeats=1, warmup=0)))
+    assert auto.export_options == {"attention": "smp", "autotune_tokens": [16]}
+    assert Manifest.read(tmp_path / "a").export_options == auto.export_options

@@ -239,3 +239,18 @@ def test_runtime_imports_no_training_stack() -> None:
             "       if m in sys.modules]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+@pytest.mark.parametrize("spinning, entry", [(None, None), (True, "1"), (False, "0")])
+def test_spinning_option_reaches_onnxruntime(spinning, entry):
+    import onnxruntime as ort
+
+    from runtime.session import _session_options
+
+    opts = _session_options(ort, SessionConfig(spinning=spinning))
+    key = "session.intra_op.allow_spinning"
+    if entry is None:
+        with pytest.raises(Exception):   # onnxruntime raises when the entry was never set
+            opts.get_session_config_entry(key)
+    else:
+        assert opts.get_session_config_entry(key) == entry

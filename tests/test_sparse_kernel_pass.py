@@ -11,6 +11,7 @@ from runtime.manifest import Manifest
 from runtime.session import ModelSession
 from smp_export.errors import ExportError
 from smp_export.export import ExportOptions, export_onnx
+from smp_export.onnx_graph import GraphOptions
 from smp_export.passes.sparse_kernel import KernelSpec, sparse_kernel_pass
 from tests.helpers import tiny_checkpoint
 from tests.kernel_helpers import assert_close, random_weight, session
@@ -136,3 +137,33 @@ def test_sparse_kernel_export_validates_and_loads(tmp_path, head):
     want = ModelSession.load(tmp_path / "d").run(feeds)
     for name, got in loaded.run(feeds).items():
         np.testing.assert_allclose(got, want[name], atol=1e-4)
+
+
+def test_pass_drops_initializers_left_without_consumers():
+    """After GELU fusion the constants sqrt2 / one / half and every W^T have no consumer left."""
+    rng = np.random.default_rng(2)
+    w = random_weight(rng, 24, 16, 0.3)
+    model = _fusable_model(w, rng.standard_normal(24).astype(np.float32), ["n", 16])
+    fused = sparse_kernel_pass(model, ["a", "b"])
+    used = {name for node in fused.graph.node for name in node.input}
+    assert {init.name for init in fused.graph.initializer} <= used
+    assert not any(init.name.endswith(".weight_t") for init in fused.graph.initializer)
+
+
+def test_kernel_export_fuses_attention_and_every_residual(tmp_path):
+    """sparse-kernel exports use the ai.smp.Attention kernel by default; the residual after the
+    attention output projection still folds into its kernel (the attention output shape is stated)."""
+    ckpt = tiny_checkpoint(keep=0.2)
+    manifest = export_onnx(ckpt, tmp_path / "k", options=ExportOptions(weights="sparse-kernel"))
+    assert manifest.validation.passed and manifest.export_options == {"attention": "smp"}
+    model = onnx.load(str(tmp_path / "k" / "model.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Attention") == ckpt.config.num_hidden_layers and "Softmax" not in ops
+    assert ("ai.smp", 1) in {(o.domain, o.version) for o in model.opset_import}
+    kernels = [n for n in model.graph.node if n.op_type == "SparseLinear"]
+    assert sum(len(n.input) == 6 for n in kernels) == 2 * ckpt.config.num_hidden_layers
+    assert "Add" not in ops[ops.index("Attention"):]   # mask, biases and residuals all folded
+    for mode in ("onnx", "mha"):
+        other = export_onnx(ckpt, tmp_path / mode, options=ExportOptions(
+            weights="sparse-kernel", graph=GraphOptions(attention=mode)))
+        assert other.export_options == {"attention": mode} and other.validation.passed

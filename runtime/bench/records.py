@@ -176,7 +176,8 @@ def environment_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
         f"{r.get('env_usable_cores', '-')} usable; load average 1/5/15 min "
         f"{r.get('env_load_average_start', '-')} at start, {r.get('env_load_average', '-')} at end)",
         f"- device: {r.get('device', '-')}" + (f" ({r['env_cuda_device']})" if r.get("env_cuda_device") else ""),
-        f"- threads: onnxruntime intra-op {r.get('env_ort_intra_op_threads', '-')}, "
+        f"- threads: onnxruntime intra-op {r.get('env_ort_intra_op_threads', '-')} "
+        f"(spinning {'on' if r.get('env_ort_spinning') else 'off'}), "
         f"torch {r.get('env_torch_threads', '-')}",
         f"- shape: batch {r.get('batch_size', '-')} x seq-len {r.get('seq_len', '-')}; "
         f"{r.get('n', '-')} timed runs after {r.get('warmup', '-')} warm-up, interleaved",

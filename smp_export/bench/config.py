@@ -42,6 +42,8 @@ class BenchConfig:
     runs: int = 20
     warmup: int = 3
     threads: int | None = None                # intra-op threads of onnxruntime and torch; None: defaults
+    spin: bool = False                        # onnxruntime threads spin between runs (off: interleaved
+                                              # sessions would spin against each other's runs)
     sparsity: float = 0.9                     # default model, no sweep
     sweep: tuple[float, ...] = ()             # magnitude sparsity levels of the default model
     variants: tuple[str, ...] | None = None   # export variants to build; None: all of WEIGHTS_VARIANTS

@@ -75,7 +75,7 @@ def _load_ort(spec: _Spec, config: BenchConfig, feeds: dict[str, np.ndarray]) ->
     from runtime.session import ModelSession, SessionConfig
 
     session = ModelSession.load(spec.export_dir, SessionConfig(
-        device=config.device, intra_op_threads=config.threads,
+        device=config.device, intra_op_threads=config.threads, spinning=config.spin,
         custom_op_libraries=tuple(config.custom_op_libraries)))
     declared = set(session.input_names)
     inputs = {k: v for k, v in feeds.items() if k in declared}

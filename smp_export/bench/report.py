@@ -22,6 +22,7 @@ from .variants import _Live
 def environment(config: BenchConfig) -> dict[str, Any]:
     env = stats.environment()
     env["ort_intra_op_threads"] = config.threads if config.threads else "default"
+    env["ort_spinning"] = config.spin
     try:
         import torch
 

@@ -70,11 +70,30 @@ def _sparsity_of(export_dir: Path) -> float:
     return 1.0 - float(density) if density is not None else 0.0
 
 
-def _export(ckpt, weights: str, out: Path) -> Path:
-    from ..export import ExportOptions, export_onnx
+def export_options(config: BenchConfig, weights: str):
+    """The ExportOptions smp-bench exports with: ``auto`` is tuned at the benchmark's own shape."""
+    from ..autotune import AutotuneConfig
+    from ..export import ExportOptions
 
-    export_onnx(ckpt, out, options=ExportOptions(weights=weights, overwrite=True))
+    return ExportOptions(weights=weights, overwrite=True,
+                         autotune=AutotuneConfig(tokens=(config.batch * config.seq_len,), threads=config.threads))
+
+
+def _export(ckpt, options, out: Path) -> Path:
+    from ..export import export_onnx
+
+    export_onnx(ckpt, out, options=options)
     return out
+
+
+def _current(manifest: Manifest, options) -> bool:
+    """Made by this exporter's code (source digest) with the options asked for now."""
+    from runtime.versions import SOURCE_DIGEST_KEY, source_digest
+
+    from ..export import export_options_record
+
+    return (manifest.versions.get(SOURCE_DIGEST_KEY) == source_digest()
+            and manifest.export_options == export_options_record(options))
 
 
 # ---------------------------------------------------------------------------- the default model
@@ -90,12 +109,15 @@ def _model_dir(config: BenchConfig) -> tuple[Path, str]:
     return path, f"{path.name}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
 
 
-def _manifest_ok(directory: Path, *, weights: str, source: Path, density: float | None) -> bool:
+def _manifest_ok(directory: Path, *, options, source: Path, density: float | None) -> bool:
     try:
         manifest = Manifest.read(directory)
     except (RuntimeErrorBase, OSError):
         return False
-    if manifest.weights != weights or not (directory / "model.onnx").is_file():
+    if manifest.weights != options.weights or not (directory / "model.onnx").is_file():
+        return False
+    if not _current(manifest, options):
+        logger.info("not reusing %s: made by other exporter code or options", directory)
         return False
     if not manifest.validation.passed:
         return False
@@ -131,13 +153,14 @@ class _Builder:
 
     def export(self, source: CheckpointSource, weights: str, out: Path, *, density: float | None,
                reuse: Sequence[Path] = ()) -> Path:
+        options = export_options(self.config, weights)
         if not self.config.rebuild:
             for candidate in [*reuse, out]:
-                if _manifest_ok(candidate, weights=weights, source=self.model_dir, density=density):
+                if _manifest_ok(candidate, options=options, source=self.model_dir, density=density):
                     logger.info("reusing %s", candidate)
                     return candidate
         self.echo(f"exporting {weights} ({'unpruned' if source.unpruned else source.mask_file}) -> {out}")
-        return _export(self.checkpoint(source), weights, out)
+        return _export(self.checkpoint(source), options, out)
 
     def dense_export(self) -> Path:
         return self.export(self.dense_source(), "dense", self.cache / "unpruned-dense", density=1.0)
@@ -286,7 +309,12 @@ def _dense_export(plan: _Plan) -> Path:
 
 
 def _export_unpruned(source: CheckpointSource, out: Path, config: BenchConfig, echo: Echo) -> Path:
+    options = export_options(config, "dense")
     if not config.rebuild and (out / MANIFEST_NAME).is_file() and (out / "model.onnx").is_file():
-        return out
+        try:
+            if _current(Manifest.read(out), options):
+                return out
+        except RuntimeErrorBase:
+            pass
     echo(f"exporting the unpruned dense baseline of {source.path} -> {out}")
-    return _export(source.load(), "dense", out)
+    return _export(source.load(), options, out)

@@ -211,8 +211,9 @@ def sparse_kernel_pass(model: onnx.ModelProto, linears: Mapping[str, KernelSpec]
     fused = 0
     for node in [n for n in graph.node if n.domain == SPARSE_DOMAIN] if fuse else []:
         fused += _fuse_gelu(graph, node) or _fuse_residual(graph, node, shapes)
-    drop = {f"{module}.weight_t" for module in specs}
-    keep = [init for init in graph.initializer if init.name not in drop]
+    # W^T and the constants of fused epilogues (sqrt2, one, half) have no consumer left.
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    keep = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
     if specs and not any(op.domain == SPARSE_DOMAIN for op in out.opset_import):

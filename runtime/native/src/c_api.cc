@@ -4,6 +4,7 @@
 #include <exception>
 #include <string>
 
+#include "attention.h"
 #include "custom_op.h"
 #include "kernel.h"
 #include "ort_abi.h"
@@ -64,6 +65,28 @@ SMP_EXPORT int smp_sparse_linear(const float* x, int64_t m, const void* crow, in
       epilogue.activation = activation;
       epilogue.residual = residual;
       msg = smp::sparse_linear(packed, x, m, y, static_cast<smp::Isa>(isa), runner, epilogue);
+    }
+    if (msg.empty()) return 0;
+    put_error(msg, err, err_len);
+  } catch (const std::exception& e) {
+    put_error(e.what(), err, err_len);
+  }
+  return 1;
+}
+
+// ai.smp.Attention without onnxruntime: q, k, v, out [batch, seq, heads * head_dim]; mask
+// [batch, seq] of mask_dtype 6 (int32) / 7 (int64), or null. Returns 0, or 1 with a message.
+SMP_EXPORT int smp_attention(const float* q, const float* k, const float* v, const void* mask, int32_t mask_dtype,
+                             int64_t batch, int64_t seq, int64_t heads, int64_t head_dim, float* out, int32_t threads,
+                             int32_t isa, char* err, size_t err_len) {
+  try {
+    const std::vector<int64_t> dims{batch, seq, heads * head_dim}, mask_dims{batch, seq};
+    smp::AttentionShape shape;
+    std::string msg = smp::check_attention(dims, dims, dims, mask != nullptr ? &mask_dims : nullptr, heads,
+                                           head_dim, &shape);
+    if (msg.empty()) {
+      smp::ThreadRunner runner(threads);
+      msg = smp::attention(shape, q, k, v, mask, mask_dtype, out, static_cast<smp::Isa>(isa), runner);
     }
     if (msg.empty()) return 0;
     put_error(msg, err, err_len);

@@ -14,6 +14,7 @@
 
 #include "custom_op.h"
 #include "kernel.h"
+#include "op_support.h"
 #include "ort_abi.h"
 #include "sparse_matrix.h"
 
@@ -27,11 +28,7 @@ std::atomic<int64_t>* slot_call_counts() {
 
 }  // namespace ort
 
-namespace {
-
 using ort::Api;
-
-constexpr size_t kInputX = 0, kInputCrow = 1, kInputCol = 2, kInputValues = 3, kInputBias = 4, kInputResidual = 5;
 
 // "" if `s` is null (success); else its message, and `s` is released.
 std::string take_error(const Api& api, ort::Status* s) {
@@ -103,17 +100,54 @@ std::string node_name(const Api& api, const ort::KernelInfo* info) {
   return name;
 }
 
-class OrtRunner : public Runner {
- public:
-  OrtRunner(const Api& api, const ort::KernelContext* ctx) : api_(api), ctx_(ctx) {}
-  std::string parallel_for(size_t n, void (*fn)(void*, size_t), void* data) override {
-    return take_error(api_, api_.KernelContextParallelFor(ctx_, fn, n, 0, data));
-  }
+std::string OrtRunner::parallel_for(size_t n, void (*fn)(void*, size_t), void* data) {
+  return take_error(api_, api_.KernelContextParallelFor(ctx_, fn, n, 0, data));
+}
 
- private:
-  const Api& api_;
-  const ort::KernelContext* ctx_;
-};
+std::string input_view(const Api& api, const ort::KernelContext* ctx, size_t index, size_t count,
+                       TensorView* out, bool* present) {
+  *present = false;
+  if (index >= count) return "";
+  const ort::Value* value = nullptr;
+  std::string err = take_error(api, api.KernelContextGetInput(ctx, index, &value));
+  if (!err.empty() || value == nullptr) return err;
+  *present = true;
+  return view_of(api, value, out);
+}
+
+namespace {
+
+const char* op_provider(const ort::CustomOp*) { return nullptr; }  // CPU
+int output_type(const ort::CustomOp*, size_t) { return ort::kFloat; }
+size_t output_count(const ort::CustomOp*) { return 1; }
+int output_characteristic(const ort::CustomOp*, size_t) { return ort::kRequired; }
+int input_memory_type(const ort::CustomOp*, size_t) { return 0; }  // OrtMemTypeDefault
+int variadic_min_arity(const ort::CustomOp*) { return 1; }
+int variadic_homogeneity(const ort::CustomOp*) { return 1; }
+int start_version(const ort::CustomOp*) { return 1; }
+
+}  // namespace
+
+ort::CustomOp base_op() {
+  ort::CustomOp op;
+  std::memset(&op, 0, sizeof(op));
+  op.version = ort::kApiVersion;
+  op.GetExecutionProviderType = op_provider;
+  op.GetOutputType = output_type;
+  op.GetOutputTypeCount = output_count;
+  op.GetOutputCharacteristic = output_characteristic;
+  op.GetInputMemoryType = input_memory_type;
+  op.GetVariadicInputMinArity = variadic_min_arity;
+  op.GetVariadicInputHomogeneity = variadic_homogeneity;
+  op.GetVariadicOutputMinArity = variadic_min_arity;
+  op.GetVariadicOutputHomogeneity = variadic_homogeneity;
+  op.GetStartVersion = start_version;
+  return op;
+}
+
+namespace {
+
+constexpr size_t kInputX = 0, kInputCrow = 1, kInputCol = 2, kInputValues = 3, kInputBias = 4, kInputResidual = 5;
 
 struct Kernel {
   explicit Kernel(const void* table) : api(table) {}
@@ -174,17 +208,6 @@ std::string init_kernel(Kernel* k, const ort::KernelInfo* info) {
   if (!err.empty()) return err;
   k->prepacked = true;
   return "";
-}
-
-std::string input_view(const Api& api, const ort::KernelContext* ctx, size_t index, size_t count,
-                       TensorView* out, bool* present) {
-  *present = false;
-  if (index >= count) return "";
-  const ort::Value* value = nullptr;
-  std::string err = take_error(api, api.KernelContextGetInput(ctx, index, &value));
-  if (!err.empty() || value == nullptr) return err;
-  *present = true;
-  return view_of(api, value, out);
 }
 
 std::string check_x(const TensorView& x, int64_t cols, int64_t* m) {
@@ -254,71 +277,20 @@ std::string compute(Kernel* k, ort::KernelContext* ctx) {
 
 // ---------------------------------------------------------------- OrtCustomOp callbacks
 
-ort::Status* create_kernel(const ort::CustomOp*, const void* table, const ort::KernelInfo* info, void** kernel) {
-  Api api(table);
-  std::unique_ptr<Kernel> k;
-  std::string err;
-  try {
-    k.reset(new Kernel(table));
-    err = init_kernel(k.get(), info);
-  } catch (const std::exception& e) {
-    err = std::string("cannot create the kernel: ") + e.what();
-  }
-  if (!err.empty()) {
-    const std::string where = k ? k->where() : "ai.smp.SparseLinear: ";
-    return api.CreateStatus(ort::kInvalidArgument, (where + err).c_str());
-  }
-  *kernel = k.release();
-  return nullptr;
-}
-
-ort::Status* compute_kernel(void* kernel, ort::KernelContext* ctx) {
-  Kernel* k = static_cast<Kernel*>(kernel);
-  std::string err;
-  try {
-    err = compute(k, ctx);
-  } catch (const std::exception& e) {
-    err = e.what();
-  }
-  if (err.empty()) return nullptr;
-  return k->api.CreateStatus(ort::kInvalidArgument, (k->where() + err).c_str());
-}
-
-void destroy_kernel(void* kernel) { delete static_cast<Kernel*>(kernel); }
 const char* op_name(const ort::CustomOp*) { return kOpType; }
-const char* op_provider(const ort::CustomOp*) { return nullptr; }  // CPU
 int input_type(const ort::CustomOp*, size_t i) { return i == kInputX ? ort::kFloat : ort::kUndefined; }
 size_t input_count(const ort::CustomOp*) { return 6; }
-int output_type(const ort::CustomOp*, size_t) { return ort::kFloat; }
-size_t output_count(const ort::CustomOp*) { return 1; }
 int input_characteristic(const ort::CustomOp*, size_t i) { return i >= kInputBias ? ort::kOptional : ort::kRequired; }
-int output_characteristic(const ort::CustomOp*, size_t) { return ort::kRequired; }
-int input_memory_type(const ort::CustomOp*, size_t) { return 0; }  // OrtMemTypeDefault
-int variadic_min_arity(const ort::CustomOp*) { return 1; }
-int variadic_homogeneity(const ort::CustomOp*) { return 1; }
-int start_version(const ort::CustomOp*) { return 1; }
 
 ort::CustomOp make_op() {
-  ort::CustomOp op;
-  std::memset(&op, 0, sizeof(op));
-  op.version = ort::kApiVersion;
+  ort::CustomOp op = base_op();
   op.GetName = op_name;
-  op.GetExecutionProviderType = op_provider;
   op.GetInputType = input_type;
   op.GetInputTypeCount = input_count;
-  op.GetOutputType = output_type;
-  op.GetOutputTypeCount = output_count;
-  op.KernelDestroy = destroy_kernel;
   op.GetInputCharacteristic = input_characteristic;
-  op.GetOutputCharacteristic = output_characteristic;
-  op.GetInputMemoryType = input_memory_type;
-  op.GetVariadicInputMinArity = variadic_min_arity;
-  op.GetVariadicInputHomogeneity = variadic_homogeneity;
-  op.GetVariadicOutputMinArity = variadic_min_arity;
-  op.GetVariadicOutputHomogeneity = variadic_homogeneity;
-  op.CreateKernelV2 = create_kernel;
-  op.KernelComputeV2 = compute_kernel;
-  op.GetStartVersion = start_version;
+  op.KernelDestroy = destroy_kernel<Kernel>;
+  op.CreateKernelV2 = create_kernel<Kernel, init_kernel>;
+  op.KernelComputeV2 = compute_kernel<Kernel, compute>;
   return op;
 }
 
@@ -346,9 +318,11 @@ ort::Status* register_ops(ort::SessionOptions* options, const ort::ApiBase* base
   if (domain == nullptr) {
     ort::Domain* fresh = nullptr;
     if (ort::Status* s = api.CreateCustomOpDomain(kDomain, &fresh)) return s;
-    if (ort::Status* s = api.CustomOpDomainAdd(fresh, &kSparseLinear)) {
-      api.ReleaseCustomOpDomain(fresh);
-      return s;
+    for (const ort::CustomOp* op : {&kSparseLinear, attention_op()}) {
+      if (ort::Status* s = api.CustomOpDomainAdd(fresh, op)) {
+        api.ReleaseCustomOpDomain(fresh);
+        return s;
+      }
     }
     domain = fresh;
   }

@@ -9,8 +9,12 @@ namespace smp {
 
 constexpr const char* kDomain = "ai.smp";
 constexpr const char* kOpType = "SparseLinear";
+constexpr const char* kAttentionOpType = "Attention";
 
-// Adds the ai.smp domain (SparseLinear) to `options`; a status on failure.
+// The ai.smp.Attention operator (attention_op.cc).
+const ort::CustomOp* attention_op();
+
+// Adds the ai.smp domain (SparseLinear, Attention) to `options`; a status on failure.
 ort::Status* register_ops(ort::SessionOptions* options, const ort::ApiBase* base);
 
 }  // namespace smp

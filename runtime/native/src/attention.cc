@@ -1,0 +1,140 @@
+// ai.smp.Attention: the driver (one task per batch x head), validation and the portable path.
+#include "attention.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+#include <new>
+
+namespace smp {
+namespace {
+
+struct Buffer {
+  std::unique_ptr<float, void (*)(void*)> data{nullptr, std::free};
+  size_t size = 0;
+  float* get(size_t n) {
+    if (n <= size) return data.get();
+    const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    size = data ? n : 0;
+    return data.get();
+  }
+};
+
+thread_local Buffer tls_kt, tls_scores, tls_bias;
+
+struct Job {
+  AttentionShape shape;
+  const float *q, *k, *v;
+  const void* mask;
+  int mask_dtype;
+  float* out;
+  AttentionHeadFn head;
+  int64_t padded;
+  std::atomic<bool> failed{false};
+};
+
+void run_head(void* data, size_t index) {
+  Job& job = *static_cast<Job*>(data);
+  const AttentionShape& s = job.shape;
+  const int64_t b = static_cast<int64_t>(index) / s.heads, h = static_cast<int64_t>(index) % s.heads;
+  float* kt = tls_kt.get(static_cast<size_t>(s.head_dim * job.padded));
+  float* scores = tls_scores.get(static_cast<size_t>(2 * job.padded));
+  float* bias = tls_bias.get(static_cast<size_t>(job.padded));
+  if (kt == nullptr || scores == nullptr || bias == nullptr) {
+    job.failed.store(true);
+    return;
+  }
+  const float lowest = std::numeric_limits<float>::lowest();
+  for (int64_t j = 0; j < s.seq; ++j) {
+    bool keep = true;
+    if (job.mask_dtype == 6) keep = static_cast<const int32_t*>(job.mask)[b * s.seq + j] != 0;
+    if (job.mask_dtype == 7) keep = static_cast<const int64_t*>(job.mask)[b * s.seq + j] != 0;
+    bias[j] = keep ? 0.0f : lowest;
+  }
+  for (int64_t j = s.seq; j < job.padded; ++j) bias[j] = -std::numeric_limits<float>::infinity();
+  const int64_t offset = b * s.seq * s.heads * s.head_dim + h * s.head_dim;
+  job.head(s, job.q + offset, job.k + offset, job.v + offset, bias, job.padded, kt, scores, job.out + offset);
+}
+
+}  // namespace
+
+void attention_head_portable(const AttentionShape& s, const float* q, const float* k, const float* v,
+                             const float* mask_bias, int64_t padded_seq, float*, float* scores, float* out) {
+  const int64_t ld = s.heads * s.head_dim, d = s.head_dim;
+  (void)padded_seq;
+  for (int64_t i = 0; i < s.seq; ++i) {
+    float best = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < s.seq; ++j) {
+      float dot = 0.0f;
+      for (int64_t c = 0; c < d; ++c) dot += q[i * ld + c] * k[j * ld + c];
+      scores[j] = dot * s.scale + mask_bias[j];
+      best = std::max(best, scores[j]);
+    }
+    float sum = 0.0f;
+    for (int64_t j = 0; j < s.seq; ++j) {
+      scores[j] = std::exp(scores[j] - best);
+      sum += scores[j];
+    }
+    const float inv = 1.0f / sum;
+    float* o = out + i * ld;
+    for (int64_t c = 0; c < d; ++c) o[c] = 0.0f;
+    for (int64_t j = 0; j < s.seq; ++j) {
+      const float p = scores[j] * inv;
+      for (int64_t c = 0; c < d; ++c) o[c] += p * v[j * ld + c];
+    }
+  }
+}
+
+std::string check_attention(const std::vector<int64_t>& q, const std::vector<int64_t>& k,
+                            const std::vector<int64_t>& v, const std::vector<int64_t>* mask, int64_t heads,
+                            int64_t head_dim, AttentionShape* shape) {
+  if (heads < 1 || head_dim < 1 || heads > (int64_t(1) << 20) || head_dim > (int64_t(1) << 20))
+    return "attribute shape must be [num_heads >= 1, head_dim >= 1]";
+  if (q.size() != 3) return "query must have rank 3 [batch, seq, heads * head_dim]";
+  if (k != q || v != q) return "key and value must have the query's shape";
+  if (q[0] < 0 || q[1] < 0 || q[2] != heads * head_dim)
+    return "query's last dimension " + std::to_string(q[2]) + " != num_heads * head_dim = " +
+           std::to_string(heads * head_dim);
+  if (q[0] > 0 && q[1] > (int64_t(1) << 40) / std::max<int64_t>(1, q[0] * q[2])) return "query is too large";
+  if (mask != nullptr && (mask->size() != 2 || (*mask)[0] != q[0] || (*mask)[1] != q[1]))
+    return "mask must be [batch, seq] like the query";
+  shape->batch = q[0];
+  shape->seq = q[1];
+  shape->heads = heads;
+  shape->head_dim = head_dim;
+  shape->scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  return "";
+}
+
+std::string attention(const AttentionShape& shape, const float* q, const float* k, const float* v, const void* mask,
+                      int mask_dtype, float* out, Isa isa, Runner& runner) {
+  if (shape.batch == 0 || shape.seq == 0) return "";
+  if (mask != nullptr && mask_dtype != 6 && mask_dtype != 7) return "mask must be int32 or int64";
+  Job job;
+  job.shape = shape;
+  job.q = q;
+  job.k = k;
+  job.v = v;
+  job.mask = mask;
+  job.mask_dtype = mask == nullptr ? 0 : mask_dtype;
+  job.out = out;
+  job.padded = (shape.seq + 31) / 32 * 32;
+  const bool vector_ok = shape.head_dim % 8 == 0 && shape.head_dim <= 64;
+  job.head = resolve_isa(isa) == Isa::kAvx2 && vector_ok ? attention_head_avx2 : attention_head_portable;
+  std::string err = runner.parallel_for(static_cast<size_t>(shape.batch * shape.heads), run_head, &job);
+  if (err.empty() && job.failed.load()) err = "out of memory for the attention scratch buffers";
+  return err;
+}
+
+#if !defined(SMP_HAVE_AVX2)
+void attention_head_avx2(const AttentionShape& s, const float* q, const float* k, const float* v,
+                         const float* mask_bias, int64_t padded_seq, float* kt, float* scores, float* out) {
+  attention_head_portable(s, q, k, v, mask_bias, padded_seq, kt, scores, out);
+}
+#endif
+
+}  // namespace smp

@@ -1,0 +1,42 @@
+// Scaled dot-product self-attention over projected Q, K, V: the ai.smp.Attention kernel.
+//
+// q, k, v, out: [batch, seq, heads * head_dim] row-major (the projections as the linears
+// produce them, no transposes). Per (batch, head):
+//   out_i = sum_j softmax_j(q_i . k_j * scale + m_j) v_j,  m_j = 0 where mask[b, j] != 0,
+//   else float32's lowest (Hugging Face BERT's additive mask).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernel.h"
+
+namespace smp {
+
+struct AttentionShape {
+  int64_t batch = 0, seq = 0, heads = 0, head_dim = 0;
+  float scale = 1.0f;
+};
+
+// One (batch, head): the ISA-specific part. kt is scratch of head_dim * padded_seq floats,
+// scores of 2 * padded_seq floats (32-byte aligned), mask_bias of padded_seq floats.
+using AttentionHeadFn = void (*)(const AttentionShape& s, const float* q, const float* k, const float* v,
+                                 const float* mask_bias, int64_t padded_seq, float* kt, float* scores, float* out);
+
+void attention_head_portable(const AttentionShape& s, const float* q, const float* k, const float* v,
+                             const float* mask_bias, int64_t padded_seq, float* kt, float* scores, float* out);
+// Only for head_dim % 8 == 0 and head_dim <= 64, after resolve_isa saw AVX2/FMA.
+void attention_head_avx2(const AttentionShape& s, const float* q, const float* k, const float* v,
+                         const float* mask_bias, int64_t padded_seq, float* kt, float* scores, float* out);
+
+// mask: null, or [batch, seq] int32 (mask_dtype 6) / int64 (7). Returns "" or an error.
+std::string attention(const AttentionShape& shape, const float* q, const float* k, const float* v, const void* mask,
+                      int mask_dtype, float* out, Isa isa, Runner& runner);
+
+// Checks the shapes of an ai.smp.Attention call; fills *shape. dims as onnxruntime reports them.
+std::string check_attention(const std::vector<int64_t>& q, const std::vector<int64_t>& k,
+                            const std::vector<int64_t>& v, const std::vector<int64_t>* mask, int64_t heads,
+                            int64_t head_dim, AttentionShape* shape);
+
+}  // namespace smp

@@ -1,0 +1,92 @@
+// The onnxruntime custom operator ai.smp.Attention.
+//
+// Y = Attention(query, key, value[, mask]; shape = [num_heads, head_dim]) is BERT's
+// self-attention core on the projected [batch, seq, num_heads * head_dim] tensors (see
+// attention.h); mask is the [batch, seq] int32/int64 attention mask (0 = padding).
+#include <string>
+#include <vector>
+
+#include "attention.h"
+#include "custom_op.h"
+#include "op_support.h"
+
+namespace smp {
+namespace {
+
+using ort::Api;
+
+struct AttentionKernel {
+  explicit AttentionKernel(const void* table) : api(table) {}
+  Api api;
+  std::string node;
+  int64_t heads = 0, head_dim = 0;
+  std::string where() const { return std::string("ai.smp.Attention node '") + node + "': "; }
+};
+
+std::string init(AttentionKernel* k, const ort::KernelInfo* info) {
+  k->node = node_name(k->api, info);
+  std::vector<int64_t> shape;
+  bool present = false;
+  std::string err = read_ints(k->api, info, "shape", &shape, &present);
+  if (!err.empty()) return "attribute shape: " + err;
+  if (!present || shape.size() != 2 || shape[0] < 1 || shape[1] < 1)
+    return "attribute shape (ints [num_heads, head_dim], both >= 1) is required";
+  k->heads = shape[0];
+  k->head_dim = shape[1];
+  return "";
+}
+
+std::string compute(AttentionKernel* k, ort::KernelContext* ctx) {
+  const Api& api = k->api;
+  size_t count = 0;
+  std::string err = take_error(api, api.KernelContextGetInputCount(ctx, &count));
+  TensorView in[4];
+  bool present[4] = {false, false, false, false};
+  for (size_t i = 0; i < 4 && err.empty(); ++i) err = input_view(api, ctx, i, count, &in[i], &present[i]);
+  if (!err.empty()) return err;
+  if (!(present[0] && present[1] && present[2])) return "query, key and value are required";
+  for (size_t i = 0; i < 3; ++i)
+    if (in[i].dtype != kDTypeFloat) return "query, key and value must be float32";
+  if (present[3] && in[3].dtype != ort::kInt32 && in[3].dtype != ort::kInt64) return "mask must be int32 or int64";
+  AttentionShape shape;
+  err = check_attention(in[0].dims, in[1].dims, in[2].dims, present[3] ? &in[3].dims : nullptr, k->heads,
+                        k->head_dim, &shape);
+  if (!err.empty()) return err;
+  const int64_t elements = shape.batch * shape.seq * shape.heads * shape.head_dim;
+  if (elements > 0 && (in[0].data == nullptr || in[1].data == nullptr || in[2].data == nullptr ||
+                       (present[3] && in[3].data == nullptr)))
+    return "an input has no data";
+  ort::Value* out = nullptr;
+  err = take_error(api, api.KernelContextGetOutput(ctx, 0, in[0].dims.data(), in[0].dims.size(), &out));
+  void* y = nullptr;
+  if (err.empty()) err = take_error(api, api.GetTensorMutableData(out, &y));
+  if (!err.empty() || elements == 0) return err;
+  OrtRunner runner(api, ctx);
+  return attention(shape, static_cast<const float*>(in[0].data), static_cast<const float*>(in[1].data),
+                   static_cast<const float*>(in[2].data), present[3] ? in[3].data : nullptr, in[3].dtype,
+                   static_cast<float*>(y), Isa::kAuto, runner);
+}
+
+const char* op_name(const ort::CustomOp*) { return kAttentionOpType; }
+int input_type(const ort::CustomOp*, size_t i) { return i < 3 ? ort::kFloat : ort::kUndefined; }
+size_t input_count(const ort::CustomOp*) { return 4; }
+int input_characteristic(const ort::CustomOp*, size_t i) { return i < 3 ? ort::kRequired : ort::kOptional; }
+
+}  // namespace
+
+const ort::CustomOp* attention_op() {
+  static const ort::CustomOp op = [] {
+    ort::CustomOp o = base_op();
+    o.GetName = op_name;
+    o.GetInputType = input_type;
+    o.GetInputTypeCount = input_count;
+    o.GetInputCharacteristic = input_characteristic;
+    o.KernelDestroy = destroy_kernel<AttentionKernel>;
+    o.CreateKernelV2 = create_kernel<AttentionKernel, init>;
+    o.KernelComputeV2 = compute_kernel<AttentionKernel, compute>;
+    return o;
+  }();
+  return &op;
+}
+
+}  // namespace smp
