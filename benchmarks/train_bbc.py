@@ -46,9 +46,9 @@ NOTES = (
     "classifier on BERT's frozen pooler (`--method dense --head linear --head-lr 0.02`, same epochs and batch). "
     "With smp-train's default head lr 1e-3 the loss only fell from 1.60 to 1.46 in 224 steps and the accuracy "
     "was 56.95%. Every other row keeps the frozen prototype head.",
-    "- Rows marked 'not run' did not fit this session's CPU budget; `python benchmarks/train_bbc.py --reuse` "
-    "runs them and keeps the others.",
 )
+NOT_RUN = ("- Rows marked 'not run' did not fit the CPU budget; `python benchmarks/train_bbc.py --reuse` runs them "
+           "and keeps the others.")
 
 
 def row_args(row: str, args: argparse.Namespace) -> list[str]:
@@ -118,7 +118,14 @@ def markdown(records: dict[str, dict], args: argparse.Namespace) -> str:
                          + ("" if ok is None else f" ({100 * (smp_s - dense):+.2f} points)"))
         above = None if smp_s is None or mag is None else smp_s > mag
         lines.append(f"- SMP-S {keep} above magnitude: {'not run' if above is None else ('yes' if above else 'NO')}")
-    lines += ["", "## Notes", "", *NOTES, "", "## Runs", "", "| row | status | accuracy | steps | wall s | command |", "| --- | --- | --- | --- | --- | --- |"]
+    trained = records.get("dense-linear", {}).get("accuracy")
+    if trained is not None:
+        gaps = ", ".join(f"{keep} {100 * (records[f'smp-s-{keep}']['accuracy'] - trained):+.2f}" for keep in KEEPS
+                         if records.get(f"smp-s-{keep}", {}).get("accuracy") is not None)
+        lines.append(f"- Against the stronger reference (dense, trained linear head, {100 * trained:.2f}): SMP-S {gaps} "
+                     "points")
+    missing = any(records.get(row, {}).get("accuracy") is None for row in ROWS)
+    lines += ["", "## Notes", "", *NOTES, *([NOT_RUN] if missing else []), "", "## Runs", "", "| row | status | accuracy | steps | wall s | command |", "| --- | --- | --- | --- | --- | --- |"]
     for row in ROWS:
         r = records.get(row)
         if r is None:

@@ -1,8 +1,9 @@
 """``--weights auto``: per pruned linear, the fastest of dense, CSR kernel and BSR kernel.
 
 Each candidate is timed on this machine through onnxruntime as a one-node model with the
-real activation shape ``[tokens, in]`` (``AutotuneConfig.tokens``, summed over several token
-counts), candidates interleaved run by run so load drifts hit all alike. The weights are
+real activation shape ``[tokens, in]`` (``AutotuneConfig.tokens``: one or several token
+counts), candidates interleaved run by run (threads not spinning) so load drifts hit all
+alike. With several token counts the pick minimises the sum of per-shape relative times. The weights are
 the compacted ones when the export compacted first, so "dense" there means compacted dense.
 The choice and every candidate's median time go to the manifest.
 """
@@ -103,6 +104,8 @@ def _session(model: onnx.ModelProto, library: str, threads: int | None):
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # Candidates run interleaved: spinning threads of one session would slow the next one's run.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         options.intra_op_num_threads = threads
     options.register_custom_ops_library(library)
@@ -112,6 +115,12 @@ def _session(model: onnx.ModelProto, library: str, threads: int | None):
 def time_linear(weight: np.ndarray, bias: np.ndarray, config: AutotuneConfig = AutotuneConfig(),
                 library: str | None = None) -> dict[str, float]:
     """Median milliseconds per candidate label (summed over ``config.tokens``)."""
+    return {label: sum(per) for label, per in time_linear_per_shape(weight, bias, config, library).items()}
+
+
+def time_linear_per_shape(weight: np.ndarray, bias: np.ndarray, config: AutotuneConfig = AutotuneConfig(),
+                          library: str | None = None) -> dict[str, list[float]]:
+    """Median milliseconds per candidate label, one per token count of ``config.tokens``."""
     library = library or str(custom_op_library_path())
     dense = _dense_model(weight, bias)
     sessions = {}
@@ -119,7 +128,7 @@ def time_linear(weight: np.ndarray, bias: np.ndarray, config: AutotuneConfig = A
         model = dense if fmt == "dense" else sparse_kernel_pass(dense, {"lin": KernelSpec(fmt, block)})
         sessions[_label(fmt, block)] = _session(model, library, config.threads)
     rng = np.random.default_rng(config.seed)
-    totals = dict.fromkeys(sessions, 0.0)
+    medians: dict[str, list[float]] = {label: [] for label in sessions}
     for tokens in config.tokens:
         x = rng.standard_normal((tokens, weight.shape[1])).astype(np.float32)
         times: dict[str, list[float]] = {label: [] for label in sessions}
@@ -130,8 +139,17 @@ def time_linear(weight: np.ndarray, bias: np.ndarray, config: AutotuneConfig = A
                 if run >= config.warmup:
                     times[label].append(time.perf_counter() - start)
         for label in sessions:
-            totals[label] += float(np.median(times[label])) * 1e3
-    return totals
+            medians[label].append(float(np.median(times[label])) * 1e3)
+    return medians
+
+
+def pick(medians: Mapping[str, Sequence[float]]) -> str:
+    """The label with the smallest sum over shapes of its time relative to that shape's fastest:
+    every token count weighs the same, however long its runs (a plain sum would let the
+    largest shape decide alone)."""
+    shapes = len(next(iter(medians.values())))
+    best = [min(times[i] for times in medians.values()) for i in range(shapes)]
+    return min(medians, key=lambda label: sum(t / max(b, 1e-9) for t, b in zip(medians[label], best)))
 
 
 def _parse(label: str) -> tuple[str, tuple[int, int]]:
@@ -153,9 +171,9 @@ def autotune_linears(weights: Mapping[str, torch.Tensor], names: Sequence[str],
         module = module_of(name)
         weight = weights[name].detach().cpu().to(torch.float32).numpy()
         bias = weights[f"{module}.bias"].detach().cpu().to(torch.float32).numpy()
-        timings = time_linear(weight, bias, config, library)
-        best = min(timings, key=timings.get)
-        fmt, block = _parse(best)
+        per_shape = time_linear_per_shape(weight, bias, config, library)
+        timings = {label: sum(per) for label, per in per_shape.items()}
+        fmt, block = _parse(pick(per_shape))
         choices[name] = LinearChoice(name=name, format=fmt, block_shape=block,
                                      timings_ms={k: round(v, 4) for k, v in timings.items()})
         logger.info("autotune %s %s: %s", name, list(weight.shape),

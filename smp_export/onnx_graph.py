@@ -43,6 +43,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from transformers import BertConfig
 
+from runtime.kernels import ATTENTION_OP, SPARSE_DOMAIN, SPARSE_OPSET
+
 from .checkpoint import HeadSpec
 from .errors import ExportError
 
@@ -224,7 +226,6 @@ def _qkv(b: _Builder, x: str, module: str, heads: int, head_dim: int, perm: list
 
 
 ATTENTION_MODES: tuple[str, ...] = ("onnx", "mha", "smp")
-SMP_DOMAIN = "ai.smp"   # runtime.kernels.SPARSE_DOMAIN (the graph builder does not import runtime)
 
 
 def _fused_attention_core(b: _Builder, x: str, mask: str, p: str, heads: int, head_dim: int, mode: str) -> str:
@@ -241,7 +242,7 @@ def _fused_attention_core(b: _Builder, x: str, mask: str, p: str, heads: int, he
         out = b.node("MultiHeadAttention", [q, k, v, "", mask], f"{path}/MultiHeadAttention",
                      domain="com.microsoft", num_heads=heads)
     else:
-        out = b.node("Attention", [q, k, v, mask], f"{path}/Attention", domain=SMP_DOMAIN,
+        out = b.node(ATTENTION_OP, [q, k, v, mask], f"{path}/{ATTENTION_OP}", domain=SPARSE_DOMAIN,
                      shape=[heads, head_dim])
     # onnx shape inference has no schema for contrib ops: state the shape for the passes after.
     width = b.weight(f"{p}.self.value.weight").shape[0]
@@ -376,7 +377,7 @@ def build_onnx_model(config: BertConfig, weights: Mapping[str, torch.Tensor], he
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, [BATCH, SEQUENCE]) for n in INPUT_NAMES]
     graph = helper.make_graph(b.nodes, options.graph_name, inputs, [output],
                               initializer=list(b.initializers.values()), value_info=b.value_info)
-    extra = {"onnx": [], "mha": [("com.microsoft", 1)], "smp": [(SMP_DOMAIN, 1)]}[mode]
+    extra = {"onnx": [], "mha": [("com.microsoft", 1)], "smp": [(SPARSE_DOMAIN, SPARSE_OPSET)]}[mode]
     opsets = [helper.make_opsetid("", options.opset)] + [helper.make_opsetid(d, v) for d, v in extra]
     model = helper.make_model(graph, opset_imports=opsets,
                               producer_name=options.producer_name, ir_version=options.ir_version)

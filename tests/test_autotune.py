@@ -48,3 +48,13 @@ def test_auto_export_records_choices_and_validates(tmp_path):
     assert sum(on_disk.totals["formats"].values()) == len(on_disk.layers)
     assert on_disk.custom_op_domains == (["ai.smp"] if any(r.format in ("csr", "bsr") for r in on_disk.layers)
                                          else [])
+
+
+def test_pick_weighs_every_shape_alike():
+    """A plain sum would let the 4096-token shape decide alone; relative times do not."""
+    from smp_export.autotune import pick
+
+    medians = {"dense": [100.0, 1.0], "csr": [90.0, 3.0]}      # csr 10% faster at 4096, 3x slower at 128
+    assert min(medians, key=lambda k: sum(medians[k])) == "csr"
+    assert pick(medians) == "dense"
+    assert pick({"dense": [5.0], "csr": [4.0], "bsr1x4": [4.5]}) == "csr"

@@ -1,6 +1,8 @@
 // AVX2/FMA path of ai.smp.Attention: one (batch, head) with head_dim % 8 == 0, head_dim <= 64.
-// K^T (pre-scaled) is packed once per head; two queries share every K^T load when scoring,
-// and, for head_dim <= 32, every V row when mixing.
+// K^T (pre-scaled, 8x8 transposes) and V are packed once per head into contiguous scratch:
+// read in place, a head's rows sit ld floats apart and fall into few L1 sets, and re-reading
+// them for every query pair thrashes L1. Two queries share every K^T load when scoring and,
+// for head_dim <= 32, every V row when mixing.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -11,6 +13,20 @@
 
 namespace smp {
 namespace {
+
+// kt[c * padded + j] = scale * k[j * ld + c] for j < seq, 0 for seq <= j < padded (8x8 blocks).
+void pack_kt(const float* k, int64_t ld, int64_t seq, int64_t d, int64_t padded, float scale, float* kt) {
+  const __m256 sc = _mm256_set1_ps(scale);
+  for (int64_t j = 0; j < padded; j += 8) {
+    for (int64_t c = 0; c < d; c += 8) {
+      __m256 r[8];
+      for (int64_t t = 0; t < 8; ++t)
+        r[t] = j + t < seq ? _mm256_mul_ps(_mm256_loadu_ps(k + (j + t) * ld + c), sc) : _mm256_setzero_ps();
+      transpose8(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+      for (int64_t t = 0; t < 8; ++t) _mm256_store_ps(kt + (c + t) * padded + j, r[t]);
+    }
+  }
+}
 
 // sa[j] = qa . kt[:, j] + bias[j] (and sb for qb) for j < padded (a multiple of 32).
 void scores2(const float* qa, const float* qb, const float* kt, const float* bias, int64_t d, int64_t padded,
@@ -124,10 +140,10 @@ void mix_dispatch(int64_t nv, const float* const* p, const float* inv, int rows,
 void attention_head_avx2(const AttentionShape& s, const float* q, const float* k, const float* v,
                          const float* mask_bias, int64_t padded, float* kt, float* scores, float* out) {
   const int64_t ld = s.heads * s.head_dim, d = s.head_dim, seq = s.seq;
+  pack_kt(k, ld, seq, d, padded, s.scale, kt);
+  float* vp = kt + d * padded;   // V rows, contiguous [seq][d]
   for (int64_t j = 0; j < seq; ++j)
-    for (int64_t c = 0; c < d; ++c) kt[c * padded + j] = k[j * ld + c] * s.scale;
-  for (int64_t c = 0; c < d; ++c)
-    for (int64_t j = seq; j < padded; ++j) kt[c * padded + j] = 0.0f;
+    for (int64_t c = 0; c < d; c += 8) _mm256_store_ps(vp + j * d + c, _mm256_loadu_ps(v + j * ld + c));
   float* sa = scores;
   float* sb = scores + padded;
   for (int64_t i = 0; i < seq; i += 2) {
@@ -137,7 +153,7 @@ void attention_head_avx2(const AttentionShape& s, const float* q, const float* k
     const float inv[2] = {softmax_row(sa, padded), rows == 2 ? softmax_row(sb, padded) : 0.0f};
     const float* p[2] = {sa, sb};
     float* o[2] = {out + i * ld, out + (i + 1) * ld};
-    mix_dispatch(d / 8, p, inv, rows, v, ld, seq, o);
+    mix_dispatch(d / 8, p, inv, rows, vp, d, seq, o);
   }
 }
 
