@@ -84,7 +84,8 @@ def _lib() -> ctypes.CDLL:
     i32, i64 = ctypes.c_int32, ctypes.c_int64
     array = [_P, i32, _I64P, i32]
     lib.smp_sparse_linear.argtypes = ([_P, i64] + array * 4 + [_I64P, i32, _I64P, i32, _P, i32, i32, i64, i32, _P,
-                                                                 ctypes.c_char_p, ctypes.c_size_t])
+                                                                 _P, _P, ctypes.c_float, ctypes.c_char_p,
+                                                                 ctypes.c_size_t])
     lib.smp_sparse_linear.restype = ctypes.c_int
     lib.smp_attention.argtypes = [_P, _P, _P, _P, i32, i64, i64, i64, i64, _P, i32, i32, ctypes.c_char_p,
                                   ctypes.c_size_t]
@@ -128,12 +129,14 @@ def _array_args(arr: np.ndarray | None, keep: list) -> list:
 def sparse_linear(x: np.ndarray, crow: np.ndarray, col: np.ndarray, values: np.ndarray,
                   bias: np.ndarray | None, shape: tuple[int, ...], block_shape: tuple[int, ...] = (1, 1), *,
                   threads: int = 1, isa: str = "auto", chunk_cols: int = 0, activation: str = "",
-                  residual: np.ndarray | None = None) -> np.ndarray:
+                  residual: np.ndarray | None = None,
+                  layer_norm: tuple[np.ndarray, np.ndarray, float] | None = None) -> np.ndarray:
     """``act(x @ W.T + bias) + residual`` for ``W`` given as CSR/BSR arrays, through the native kernel.
 
     The arrays are validated exactly as in the onnxruntime operator; a malformed one raises
     KernelLibraryError with the reason. ``x`` is ``[..., shape[1]]`` float32; ``activation``
-    is "" or "gelu" (erf form); ``residual`` is shaped like the result.
+    is "" or "gelu" (erf form); ``residual`` is shaped like the result; ``layer_norm``
+    (gamma, beta, epsilon; gamma and beta [shape[0]]) normalises each output row last.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     plausible = len(shape) == 2 and all(0 <= int(s) < 2**31 for s in shape)
@@ -154,11 +157,19 @@ def sparse_linear(x: np.ndarray, crow: np.ndarray, col: np.ndarray, values: np.n
             raise KernelLibraryError(f"residual has shape {list(residual.shape)}, expected {list(y.shape)}",
                                      field="residual")
         keep.append(residual)
+    ln = (None, None, 0.0)
+    if layer_norm is not None:
+        gamma, beta, eps = layer_norm
+        gamma, beta = (np.ascontiguousarray(a, dtype=np.float32) for a in (gamma, beta))
+        if gamma.shape != (y.shape[-1],) or beta.shape != (y.shape[-1],):
+            raise KernelLibraryError(f"layer_norm gamma/beta must be [{y.shape[-1]}]", field="layer_norm")
+        keep += [gamma, beta]
+        ln = (gamma.ctypes.data, beta.ctypes.data, float(eps))
     if activation not in ACTIVATIONS:
         raise KernelLibraryError(f"activation must be one of {sorted(ACTIVATIONS)}", field="activation")
     args += [shape_arr, len(shape), block_arr, len(block_shape), y.ctypes.data if y.size else None,
              int(threads), ISAS[isa], int(chunk_cols), ACTIVATIONS[activation],
-             residual.ctypes.data if residual is not None and residual.size else None, err, len(err)]
+             residual.ctypes.data if residual is not None and residual.size else None, *ln, err, len(err)]
     if _lib().smp_sparse_linear(*args) != 0:
         raise KernelLibraryError(err.value.decode(errors="replace"), field="ai.smp.SparseLinear")
     return y

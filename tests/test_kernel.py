@@ -113,3 +113,29 @@ def test_shape_mismatch_is_refused():
         sparse_linear(np.zeros((2, 3), np.float32), *csr_arrays(w), None, (4, 4))
     with pytest.raises(KernelLibraryError, match="residual has shape"):
         sparse_linear(np.zeros((2, 4), np.float32), *csr_arrays(w), None, (4, 4), residual=np.zeros((2, 3)))
+
+
+def _layer_norm(y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    y = y.astype(np.float64)
+    mean = y.mean(-1, keepdims=True)
+    return (y - mean) / np.sqrt(y.var(-1, keepdims=True) + eps) * gamma + beta
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("tokens", [5, 45, 700])          # rows split between tasks (5, 45) or not (700)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layer_norm_epilogue(isa, tokens, threads):
+    """residual + LayerNorm over each output row, whichever way the rows were split."""
+    rng = np.random.default_rng(tokens)
+    w = random_weight(rng, 70, 50, 0.2)
+    b = rng.standard_normal(70).astype(np.float32)
+    x = (rng.standard_normal((tokens, 50)) * 3).astype(np.float32)
+    residual = rng.standard_normal((tokens, 70)).astype(np.float32)
+    gamma, beta = rng.standard_normal(70).astype(np.float32), rng.standard_normal(70).astype(np.float32)
+    got = sparse_linear(x, *csr_arrays(w), b, (70, 50), isa=isa, threads=threads, residual=residual,
+                        layer_norm=(gamma, beta, 1e-12))
+    assert_close(got, _layer_norm(reference(x, w, b) + residual, gamma, beta, 1e-12))
+    plain = sparse_linear(x, *csr_arrays(w), b, (70, 50), isa=isa, threads=threads, layer_norm=(gamma, beta, 1e-5))
+    assert_close(plain, _layer_norm(reference(x, w, b), gamma, beta, 1e-5))
+    with pytest.raises(KernelLibraryError, match="layer_norm gamma/beta"):
+        sparse_linear(x, *csr_arrays(w), b, (70, 50), layer_norm=(gamma[:5], beta, 1e-5))

@@ -125,7 +125,8 @@ def test_sparse_kernel_export_validates_and_loads(tmp_path, head):
     kernels = [n for n in model.graph.node if n.op_type == "SparseLinear"]
     assert len(kernels) == 12
     assert sum(any(a.name == "activation" for a in n.attribute) for n in kernels) == 2   # FFN intermediate
-    assert sum(len(n.input) == 6 for n in kernels) == 4                                  # residual adds
+    assert sum(len(n.input) == 9 for n in kernels) == 4                # residual adds + post-LayerNorms
+    assert sum(n.op_type == "LayerNormalization" for n in model.graph.node) == 1       # the embeddings' only
     assert not any(n.op_type in ("Erf", "Div") and "intermediate" in n.name for n in model.graph.node)
     assert not any(n.op_type == "MatMul" and n.input[1].endswith(".weight_t") and "encoder" in n.input[1]
                    for n in model.graph.node)
@@ -161,9 +162,51 @@ def test_kernel_export_fuses_attention_and_every_residual(tmp_path):
     assert ops.count("Attention") == ckpt.config.num_hidden_layers and "Softmax" not in ops
     assert ("ai.smp", 1) in {(o.domain, o.version) for o in model.opset_import}
     kernels = [n for n in model.graph.node if n.op_type == "SparseLinear"]
-    assert sum(len(n.input) == 6 for n in kernels) == 2 * ckpt.config.num_hidden_layers
+    assert sum(len(n.input) == 9 for n in kernels) == 2 * ckpt.config.num_hidden_layers
     assert "Add" not in ops[ops.index("Attention"):]   # mask, biases and residuals all folded
     for mode in ("onnx", "mha"):
         other = export_onnx(ckpt, tmp_path / mode, options=ExportOptions(
             weights="sparse-kernel", graph=GraphOptions(attention=mode)))
         assert other.export_options == {"attention": mode} and other.validation.passed
+
+
+def _with_layer_norm(model: onnx.ModelProto, width: int, rng, eps: float = 1e-6) -> onnx.ModelProto:
+    """``model`` (output Z) followed by LayerNormalization(Z; γ, β, ε) -> N."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    graph.node.append(helper.make_node("LayerNormalization", ["Z", "ln.gamma", "ln.beta"], ["N"], axis=-1,
+                                       epsilon=eps))
+    graph.initializer.extend([numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "ln.gamma"),
+                              numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "ln.beta")])
+    graph.output[0].name = "N"
+    return out
+
+
+def test_pass_fuses_a_following_layer_norm():
+    rng = np.random.default_rng(3)
+    w = random_weight(rng, 24, 16, 0.3)
+    b = rng.standard_normal(24).astype(np.float32)
+    model = _with_layer_norm(_fusable_model(w, b, ["n", 16]), 16, rng)
+    fused = sparse_kernel_pass(model, ["a", "b"])
+    assert [n.op_type for n in fused.graph.node] == ["SparseLinear", "SparseLinear"]
+    second = fused.graph.node[1]
+    assert list(second.input)[5:8] == ["R", "ln.gamma", "ln.beta"] and list(second.output) == ["N"]
+    eps = {i.name: numpy_helper.to_array(i) for i in fused.graph.initializer}[second.input[8]]
+    assert eps.dtype == np.float32 and eps.tolist() == [np.float32(1e-6)]
+    x = rng.standard_normal((7, 16)).astype(np.float32)
+    r = rng.standard_normal((7, 16)).astype(np.float32)
+    want = session(model).run(None, {"X": x, "R": r})[0]
+    assert_close(session(fused).run(None, {"X": x, "R": r})[0], want)
+
+
+def test_layer_norm_inputs_are_validated_in_the_session():
+    rng = np.random.default_rng(4)
+    w = random_weight(rng, 24, 16, 0.3)
+    fused = sparse_kernel_pass(_with_layer_norm(_fusable_model(w, np.zeros(24, np.float32), ["n", 16]), 16, rng),
+                               ["a", "b"])
+    gamma = next(i for i in fused.graph.initializer if i.name == "ln.gamma")
+    gamma.CopyFrom(numpy_helper.from_array(np.ones(5, np.float32), "ln.gamma"))
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    with pytest.raises(Exception, match="ln_gamma and ln_beta must be float32 \\[16\\]"):
+        session(fused).run(None, {"X": x, "R": x})

@@ -19,6 +19,10 @@ output instead of two or five)::
 
     SparseLinear ─ Div(√2) ─ Erf ─ Add(1) ─ Mul(·, Y) ─ Mul(0.5)   ->  SparseLinear(activation="gelu")
     SparseLinear ─ Add(·, R)   (R the same shape as Y)             ->  SparseLinear(..., R)
+    SparseLinear ─ LayerNormalization(γ, β; axis -1, ε)           ->  SparseLinear(..., R, γ, β, [ε])
+
+(the LayerNorm after the residual is BERT's post-norm: the kernel normalises each token's
+output row while it is still in cache, instead of a separate pass over the whole tensor).
 """
 
 from __future__ import annotations
@@ -174,6 +178,28 @@ def _fuse_residual(graph: onnx.GraphProto, node: onnx.NodeProto, shapes: dict[st
     return True
 
 
+def _fuse_layer_norm(graph: onnx.GraphProto, node: onnx.NodeProto, rows: int) -> bool:
+    """Y ─ LayerNormalization(Y, γ, β) over the last axis, γ and β constant [rows]."""
+    ln = _only_consumer(graph, node.output[0], "LayerNormalization")
+    if ln is None or len(ln.input) != 3 or len([o for o in ln.output if o]) != 1:
+        return False
+    attrs = {a.name: helper.get_attribute_value(a) for a in ln.attribute}
+    if attrs.get("axis", -1) not in (-1,) or attrs.get("stash_type", 1) != 1:
+        return False
+    inits = {init.name: init for init in graph.initializer}
+    if any(name not in inits or list(inits[name].dims) != [rows] for name in ln.input[1:]):
+        return False
+    eps = numpy_helper.from_array(np.array([attrs.get("epsilon", 1e-5)], dtype=np.float32),
+                                  f"{node.name.rsplit('/', 1)[0]}/ln_epsilon")
+    graph.initializer.append(eps)
+    while len(node.input) < 6:
+        node.input.append("")
+    node.input.extend([ln.input[1], ln.input[2], eps.name])
+    node.output[0] = ln.output[0]
+    graph.node.remove(ln)
+    return True
+
+
 def _inferred_shapes(model: onnx.ModelProto) -> dict[str, list]:
     """Value name -> dims (int or symbol; None when unknown) from onnx shape inference."""
     try:
@@ -209,8 +235,10 @@ def sparse_kernel_pass(model: onnx.ModelProto, linears: Mapping[str, KernelSpec]
         inits = {init.name: i for i, init in enumerate(graph.initializer)}
         stored += _replace(graph, module, spec, inits)
     fused = 0
-    for node in [n for n in graph.node if n.domain == SPARSE_DOMAIN] if fuse else []:
+    for node in [n for n in graph.node if n.domain == SPARSE_DOMAIN and n.op_type == SPARSE_OP] if fuse else []:
         fused += _fuse_gelu(graph, node) or _fuse_residual(graph, node, shapes)
+        rows = next(a.ints[0] for a in node.attribute if a.name == "shape")
+        fused += _fuse_layer_norm(graph, node, rows)
     # W^T and the constants of fused epilogues (sqrt2, one, half) have no consumer left.
     used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
     keep = [init for init in graph.initializer if init.name in used]

@@ -31,7 +31,7 @@ smp::TensorView view(const void* data, int dtype, const int64_t* dims, int32_t r
 extern "C" {
 
 // Validates and runs y[m, shape[0]] = act(x[m, shape[1]] W^T + bias) (+ residual, shaped
-// like y). Each array comes with its dtype (ONNX numbering) and dims, exactly as an
+// like y), then LayerNorm over each row when ln_gamma / ln_beta ([rows]) are given. Each array comes with its dtype (ONNX numbering) and dims, exactly as an
 // onnxruntime tensor would. Returns 0, or 1 with a message in err. isa: -1 auto, 0 portable,
 // 1 avx2. threads: >= 1. activation: 0 none, 1 gelu.
 SMP_EXPORT int smp_sparse_linear(const float* x, int64_t m, const void* crow, int32_t crow_dtype,
@@ -41,7 +41,8 @@ SMP_EXPORT int smp_sparse_linear(const float* x, int64_t m, const void* crow, in
                                  const void* bias, int32_t bias_dtype, const int64_t* bias_dims, int32_t bias_rank,
                                  const int64_t* shape, int32_t shape_len, const int64_t* block, int32_t block_len,
                                  float* y, int32_t threads, int32_t isa, int64_t chunk_cols, int32_t activation,
-                                 const float* residual, char* err, size_t err_len) {
+                                 const float* residual, const float* ln_gamma, const float* ln_beta,
+                                 float ln_epsilon, char* err, size_t err_len) {
   try {
     std::vector<int64_t> s(shape, shape + (shape_len > 0 ? shape_len : 0));
     std::vector<int64_t> b(block, block + (block_len > 0 ? block_len : 0));
@@ -64,7 +65,11 @@ SMP_EXPORT int smp_sparse_linear(const float* x, int64_t m, const void* crow, in
       smp::Epilogue epilogue;
       epilogue.activation = activation;
       epilogue.residual = residual;
-      msg = smp::sparse_linear(packed, x, m, y, static_cast<smp::Isa>(isa), runner, epilogue);
+      epilogue.ln_gamma = ln_gamma;
+      epilogue.ln_beta = ln_gamma != nullptr ? ln_beta : nullptr;
+      epilogue.ln_epsilon = ln_epsilon;
+      if (ln_gamma != nullptr && ln_beta == nullptr) msg = "ln_beta is required with ln_gamma";
+      if (msg.empty()) msg = smp::sparse_linear(packed, x, m, y, static_cast<smp::Isa>(isa), runner, epilogue);
     }
     if (msg.empty()) return 0;
     put_error(msg, err, err_len);

@@ -1,9 +1,10 @@
 // The onnxruntime custom operator ai.smp.SparseLinear and RegisterCustomOps.
 //
-// Y = SparseLinear(X, crow_indices, col_indices, values[, bias][, residual]) computes
-// act(X W^T + bias) + residual with W [shape[0], shape[1]] stored in CSR (block_shape [1, 1],
-// values [nnz]) or BSR (values [nnz_blocks, bh, bw]); act is the attribute activation
-// ("" or "gelu", the exact erf form). The arrays are untrusted: they are validated when the
+// Y = SparseLinear(X, crow_indices, col_indices, values[, bias][, residual][, ln_gamma, ln_beta,
+// ln_epsilon]) computes act(X W^T + bias) + residual with W [shape[0], shape[1]] stored in CSR
+// (block_shape [1, 1], values [nnz]) or BSR (values [nnz_blocks, bh, bw]); act is the attribute
+// activation ("" or "gelu", the exact erf form); then, with the three ln_ inputs, a
+// LayerNormalization over the last axis. The arrays are untrusted: they are validated when the
 // kernel is created (constant initializers, packed once) or on every call (other inputs).
 #include <cstring>
 #include <exception>
@@ -147,7 +148,31 @@ ort::CustomOp base_op() {
 
 namespace {
 
-constexpr size_t kInputX = 0, kInputCrow = 1, kInputCol = 2, kInputValues = 3, kInputBias = 4, kInputResidual = 5;
+constexpr size_t kInputX = 0, kInputCrow = 1, kInputCol = 2, kInputValues = 3, kInputBias = 4, kInputResidual = 5,
+                 kInputLnGamma = 6, kInputLnBeta = 7, kInputLnEpsilon = 8, kInputCount = 9;
+
+// The optional LayerNorm epilogue: gamma, beta [rows] and epsilon [1] (float32), all or none.
+std::string layer_norm_inputs(const Api& api, ort::KernelContext* ctx, size_t count, int64_t rows, Epilogue* e) {
+  TensorView v[3];
+  bool present[3] = {false, false, false};
+  for (size_t i = 0; i < 3; ++i) {
+    std::string err = input_view(api, ctx, kInputLnGamma + i, count, &v[i], &present[i]);
+    if (!err.empty()) return err;
+  }
+  if (!present[0] && !present[1] && !present[2]) return "";
+  if (!(present[0] && present[1] && present[2])) return "ln_gamma, ln_beta and ln_epsilon go together";
+  for (size_t i = 0; i < 2; ++i)
+    if (v[i].dtype != kDTypeFloat || v[i].dims != std::vector<int64_t>{rows} || (rows > 0 && v[i].data == nullptr))
+      return "ln_gamma and ln_beta must be float32 [" + std::to_string(rows) + "]";
+  if (v[2].dtype != kDTypeFloat || v[2].dims != std::vector<int64_t>{1} || v[2].data == nullptr)
+    return "ln_epsilon must be float32 [1]";
+  const float eps = *static_cast<const float*>(v[2].data);
+  if (!(eps >= 0.0f) || eps > 1.0f) return "ln_epsilon must be in [0, 1]";
+  e->ln_gamma = static_cast<const float*>(v[0].data);
+  e->ln_beta = static_cast<const float*>(v[1].data);
+  e->ln_epsilon = eps;
+  return "";
+}
 
 struct Kernel {
   explicit Kernel(const void* table) : api(table) {}
@@ -265,6 +290,8 @@ std::string compute(Kernel* k, ort::KernelContext* ctx) {
     if (m > 0 && k->rows > 0 && residual.data == nullptr) return "residual has no data";
     epilogue.residual = static_cast<const float*>(residual.data);
   }
+  err = layer_norm_inputs(api, ctx, count, k->rows, &epilogue);
+  if (!err.empty()) return err;
   ort::Value* out = nullptr;
   err = take_error(api, api.KernelContextGetOutput(ctx, 0, out_dims.data(), out_dims.size(), &out));
   void* y = nullptr;
@@ -279,7 +306,7 @@ std::string compute(Kernel* k, ort::KernelContext* ctx) {
 
 const char* op_name(const ort::CustomOp*) { return kOpType; }
 int input_type(const ort::CustomOp*, size_t i) { return i == kInputX ? ort::kFloat : ort::kUndefined; }
-size_t input_count(const ort::CustomOp*) { return 6; }
+size_t input_count(const ort::CustomOp*) { return kInputCount; }
 int input_characteristic(const ort::CustomOp*, size_t i) { return i >= kInputBias ? ort::kOptional : ort::kRequired; }
 
 ort::CustomOp make_op() {

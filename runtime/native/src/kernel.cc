@@ -106,6 +106,7 @@ struct Job {
   int64_t m, splits, rows_per_split;
   bool stream;
   const KernelOps* ops;
+  Isa isa;
   Epilogue epilogue;
   uint64_t id;
   std::atomic<bool> failed{false};
@@ -141,6 +142,22 @@ void run_task(void* data, size_t index) {
     job.ops->store(yt, b1 - b0, mt, job.y + at, w.rows, job.stream, job.epilogue,
                    job.epilogue.residual != nullptr ? job.epilogue.residual + at : nullptr);
   }
+  // This task wrote whole output rows of its tokens, still in cache: normalise them here.
+  if (job.epilogue.ln_gamma != nullptr && job.splits == 1)
+    layer_norm_rows(job.y + m0 * w.rows, mt, w.rows, w.rows, job.epilogue, job.isa);
+}
+
+struct NormJob {
+  float* y;
+  int64_t m, rows;
+  const Epilogue* epilogue;
+  Isa isa;
+};
+
+void norm_task(void* data, size_t index) {
+  const NormJob& job = *static_cast<NormJob*>(data);
+  const int64_t t0 = static_cast<int64_t>(index) * kTile, mt = std::min<int64_t>(kTile, job.m - t0);
+  if (mt > 0) layer_norm_rows(job.y + t0 * job.rows, mt, job.rows, job.rows, *job.epilogue, job.isa);
 }
 
 // Non-temporal stores for outputs of 4 MiB and more: measured 2-3x faster than plain stores
@@ -156,6 +173,27 @@ bool streaming_wanted(int64_t m, int64_t rows) {
 }
 
 }  // namespace
+
+void layer_norm_rows_portable(float* y, int64_t tokens, int64_t cols, int64_t ldy, const Epilogue& e) {
+  for (int64_t t = 0; t < tokens; ++t) {
+    float* row = y + t * ldy;
+    double sum = 0.0, sq = 0.0;
+    for (int64_t c = 0; c < cols; ++c) sum += row[c];
+    const double mean = sum / static_cast<double>(cols);
+    for (int64_t c = 0; c < cols; ++c) sq += (row[c] - mean) * (row[c] - mean);
+    const float inv = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(cols) + e.ln_epsilon));
+    const float mu = static_cast<float>(mean);
+    for (int64_t c = 0; c < cols; ++c) row[c] = (row[c] - mu) * inv * e.ln_gamma[c] + e.ln_beta[c];
+  }
+}
+
+void layer_norm_rows(float* y, int64_t tokens, int64_t cols, int64_t ldy, const Epilogue& epilogue, Isa isa) {
+  if (resolve_isa(isa) == Isa::kAvx2) {
+    layer_norm_rows_avx2(y, tokens, cols, ldy, epilogue);
+  } else {
+    layer_norm_rows_portable(y, tokens, cols, ldy, epilogue);
+  }
+}
 
 const KernelOps& portable_ops() {
   static const KernelOps ops{pack_tile_portable, accumulate_portable, store_portable};
@@ -218,12 +256,19 @@ std::string sparse_linear(const PackedMatrix& w, const float* x, int64_t m, floa
   job.m = m;
   job.splits = splits;
   job.rows_per_split = per_split;
-  job.stream = streaming_wanted(m, w.rows);
-  job.ops = resolve_isa(isa) == Isa::kAvx2 ? &avx2_ops() : &portable_ops();
+  // A fused LayerNorm reads the rows right back: keep them in cache.
+  job.stream = epilogue.ln_gamma == nullptr && streaming_wanted(m, w.rows);
+  job.isa = resolve_isa(isa);
+  job.ops = job.isa == Isa::kAvx2 ? &avx2_ops() : &portable_ops();
   job.epilogue = epilogue;
   job.id = next_job.fetch_add(1);
   std::string err = runner.parallel_for(static_cast<size_t>(tiles * splits), run_task, &job);
   if (err.empty() && job.failed.load()) err = "out of memory for the kernel's scratch buffers";
+  if (err.empty() && epilogue.ln_gamma != nullptr && splits > 1) {
+    // Rows were split between tasks: normalise once every row is complete.
+    NormJob norm{y, m, w.rows, &job.epilogue, job.isa};
+    err = runner.parallel_for(static_cast<size_t>(tiles), norm_task, &norm);
+  }
   return err;
 }
 
@@ -232,5 +277,8 @@ std::string sparse_linear(const PackedMatrix& w, const float* x, int64_t m, floa
 #if !defined(SMP_HAVE_AVX2)
 namespace smp {
 const KernelOps& avx2_ops() { return portable_ops(); }
+void layer_norm_rows_avx2(float* y, int64_t tokens, int64_t cols, int64_t ldy, const Epilogue& e) {
+  layer_norm_rows_portable(y, tokens, cols, ldy, e);
+}
 }  // namespace smp
 #endif

@@ -22,7 +22,15 @@ enum Activation : int { kActivationNone = 0, kActivationGelu = 1 };  // gelu: ex
 struct Epilogue {
   int activation = kActivationNone;
   const float* residual = nullptr;  // same shape as y, or null
+  // Then, when ln_gamma is set, LayerNormalization over each output row (token):
+  // (y - mean) / sqrt(var + ln_epsilon) * ln_gamma + ln_beta, gamma/beta of length rows.
+  const float* ln_gamma = nullptr;
+  const float* ln_beta = nullptr;
+  float ln_epsilon = 1e-12f;
 };
+
+// In-place LayerNormalization of `tokens` rows of y (row stride ldy, `cols` values each).
+void layer_norm_rows(float* y, int64_t tokens, int64_t cols, int64_t ldy, const Epilogue& epilogue, Isa isa);
 
 // Primitives one ISA provides. X^T tiles are [cols][kTile] floats, 32-byte aligned.
 struct KernelOps {
@@ -38,6 +46,8 @@ struct KernelOps {
 
 const KernelOps& portable_ops();
 const KernelOps& avx2_ops();  // only call when resolve_isa(kAuto) may return kAvx2
+void layer_norm_rows_portable(float* y, int64_t tokens, int64_t cols, int64_t ldy, const Epilogue& epilogue);
+void layer_norm_rows_avx2(float* y, int64_t tokens, int64_t cols, int64_t ldy, const Epilogue& epilogue);
 
 // Runs fn(data, i) for i in [0, n), possibly in parallel; returns "" or an error.
 class Runner {

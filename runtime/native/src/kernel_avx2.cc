@@ -253,6 +253,39 @@ void store_avx2(const float* yt, int64_t nrows, int64_t mt, float* y, int64_t ld
 
 }  // namespace
 
+// Two passes over each (cache-resident) row: mean, then the centred variance; then the affine map.
+void layer_norm_rows_avx2(float* y, int64_t tokens, int64_t cols, int64_t ldy, const Epilogue& e) {
+  const int64_t full = cols / 8 * 8;
+  for (int64_t t = 0; t < tokens; ++t) {
+    float* row = y + t * ldy;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t c = 0; c < full; c += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(row + c));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc);
+    double sum = 0.0;
+    for (float v : lanes) sum += v;
+    for (int64_t c = full; c < cols; ++c) sum += row[c];
+    const float mean = static_cast<float>(sum / static_cast<double>(cols));
+    const __m256 mu = _mm256_set1_ps(mean);
+    __m256 sq = _mm256_setzero_ps();
+    for (int64_t c = 0; c < full; c += 8) {
+      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(row + c), mu);
+      sq = _mm256_fmadd_ps(d, d, sq);
+    }
+    _mm256_store_ps(lanes, sq);
+    double var = 0.0;
+    for (float v : lanes) var += v;
+    for (int64_t c = full; c < cols; ++c) var += (row[c] - mean) * (row[c] - mean);
+    const float inv = static_cast<float>(1.0 / std::sqrt(var / static_cast<double>(cols) + e.ln_epsilon));
+    const __m256 vinv = _mm256_set1_ps(inv);
+    for (int64_t c = 0; c < full; c += 8) {
+      const __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(row + c), mu), vinv);
+      _mm256_storeu_ps(row + c, _mm256_fmadd_ps(n, _mm256_loadu_ps(e.ln_gamma + c), _mm256_loadu_ps(e.ln_beta + c)));
+    }
+    for (int64_t c = full; c < cols; ++c) row[c] = (row[c] - mean) * inv * e.ln_gamma[c] + e.ln_beta[c];
+  }
+}
+
 const KernelOps& avx2_ops() {
   static const KernelOps ops{pack_tile_avx2, accumulate_avx2, store_avx2};
   return ops;
