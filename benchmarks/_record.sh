@@ -17,7 +17,10 @@ record() {
   (cd "$root" && "$bench" "$@" -o "$out")
   local index=$root/benchmarks/results/INDEX.md
   [ -f "$index" ] || printf '| date (UTC) | suite | CPU | cores | command | results |\n| --- | --- | --- | ---: | --- | --- |\n' > "$index"
-  printf '| %s | %s | %s | %s | `smp-bench %s` | [%s](%s/results.md) |\n' \
-    "$stamp" "$suite" "$cpu" "$(nproc)" "$*" "$(basename "$out")" "$(basename "$out")" >> "$index"
+  local row; row=$(printf '| %s | %s | %s | %s | `smp-bench %s` | [%s](%s/results.md) |' \
+    "$stamp" "$suite" "$cpu" "$(nproc)" "$*" "$(basename "$out")" "$(basename "$out")")
+  # After the table's last row (notes may follow the table).
+  local at; at=$(grep -n '^| ' "$index" | tail -1 | cut -d: -f1)
+  { head -n "$at" "$index"; printf '%s\n' "$row"; tail -n +"$((at + 1))" "$index"; } > "$index.tmp" && mv "$index.tmp" "$index"
   echo "recorded in $out and $index"
 }
