@@ -1,28 +1,15 @@
 // ai.smp.Attention: the driver (one task per batch x head), validation and the portable path.
 #include "attention.h"
+#include "scratch.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
-#include <memory>
-#include <new>
 
 namespace smp {
 namespace {
-
-struct Buffer {
-  std::unique_ptr<float, void (*)(void*)> data{nullptr, std::free};
-  size_t size = 0;
-  float* get(size_t n) {
-    if (n <= size) return data.get();
-    const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-    data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-    size = data ? n : 0;
-    return data.get();
-  }
-};
 
 thread_local Buffer tls_kt, tls_scores, tls_bias;
 

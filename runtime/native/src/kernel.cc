@@ -1,4 +1,5 @@
 #include "kernel.h"
+#include "scratch.h"
 
 #include <algorithm>
 #include <atomic>
@@ -61,23 +62,6 @@ void store_portable(const float* yt, int64_t nrows, int64_t mt, float* y, int64_
 }
 
 // ---------------------------------------------------------------- scratch memory
-
-// Per-thread, 64-byte aligned, grown on demand, kept for the thread's lifetime.
-struct Buffer {
-  float* data = nullptr;
-  size_t capacity = 0;
-  ~Buffer() { std::free(data); }
-  float* get(size_t floats) {
-    if (floats <= capacity) return data;
-    const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
-    void* fresh = std::aligned_alloc(64, bytes);
-    if (fresh == nullptr) return nullptr;
-    std::free(data);
-    data = static_cast<float*>(fresh);
-    capacity = bytes / sizeof(float);
-    return data;
-  }
-};
 
 struct Scratch {
   Buffer xt, yt;
