@@ -4,7 +4,6 @@ and configuration errors that exit non-zero with a message."""
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import subprocess
 import sys
@@ -78,16 +77,6 @@ def test_sigterm_finishes_in_flight_requests(export_dir, tmp_path):
     access = [e for e in entries if e["logger"] == "runtime.server.access"]
     assert any(e["status"] == 200 and e["endpoint"] == "/v2/models/{name}/infer" for e in access)
     assert all({"ts", "level", "latency_ms", "method", "path"} <= set(e) for e in access)
-
-
-@pytest.fixture()
-def keep_logging():
-    """The CLI configures root logging; put the test process's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_cli_configuration_errors(export_dir, tmp_path, keep_logging):

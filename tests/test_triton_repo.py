@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import numpy as np
 import pytest
@@ -29,15 +28,6 @@ def parse(path) -> "model_config_pb2.ModelConfig":
 def exports(tmp_path_factory):
     base = tmp_path_factory.mktemp("triton")
     return {"cls": tiny_export(base / "tiny-cls"), "enc": tiny_export(base / "tiny-enc", head="none")}
-
-
-@pytest.fixture()
-def keep_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_classifier_repository(exports, tmp_path):
