@@ -18,6 +18,8 @@ import sysconfig
 from functools import lru_cache
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import SessionError
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 SPARSE_DOMAIN = "ai.smp"
 SPARSE_OP = "SparseLinear"
 ATTENTION_OP = "Attention"
+FFN_OP = "SparseFFN"
 SPARSE_OPSET = 1
 LIBRARY_NAME = "libsmp_sparse.so"
 LIBRARY_ENV = "SMP_SPARSE_LIBRARY"
@@ -78,6 +81,28 @@ _P = ctypes.c_void_p
 _I64P = ctypes.POINTER(ctypes.c_int64)
 
 
+class _SmpArray(ctypes.Structure):
+    _fields_ = [("data", _P), ("dtype", ctypes.c_int32), ("rank", ctypes.c_int32), ("dims", _I64P)]
+
+
+class _SmpWeight(ctypes.Structure):
+    _fields_ = [("crow", _SmpArray), ("col", _SmpArray), ("values", _SmpArray), ("bias", _SmpArray),
+                ("shape", _I64P), ("shape_len", ctypes.c_int32), ("block", _I64P), ("block_len", ctypes.c_int32)]
+
+
+@dataclass(frozen=True)
+class SparseWeight:
+    """One weight ``W`` [shape] of ``x @ W.T + bias`` as the native kernels take it: CSR arrays
+    (``block_shape`` (1, 1), ``values`` [nnz]) or BSR (``values`` [nnz_blocks, bh, bw])."""
+
+    crow_indices: np.ndarray
+    col_indices: np.ndarray
+    values: np.ndarray
+    bias: np.ndarray | None
+    shape: tuple[int, int]
+    block_shape: tuple[int, int] = (1, 1)
+
+
 @lru_cache(maxsize=None)
 def _lib() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(custom_op_library_path()))
@@ -90,6 +115,10 @@ def _lib() -> ctypes.CDLL:
     lib.smp_attention.argtypes = [_P, _P, _P, _P, i32, i64, i64, i64, i64, _P, i32, i32, ctypes.c_char_p,
                                   ctypes.c_size_t]
     lib.smp_attention.restype = ctypes.c_int
+    weight_p = ctypes.POINTER(_SmpWeight)
+    lib.smp_sparse_ffn.argtypes = [_P, i64, weight_p, weight_p, _P, i32, i32, i32, _P, _P, _P, ctypes.c_float,
+                                   ctypes.c_char_p, ctypes.c_size_t]
+    lib.smp_sparse_ffn.restype = ctypes.c_int
     lib.smp_resolve_isa.argtypes = [i32]
     lib.smp_resolve_isa.restype = ctypes.c_int
     lib.smp_ort_api_version.restype = ctypes.c_uint32
@@ -126,6 +155,25 @@ def _array_args(arr: np.ndarray | None, keep: list) -> list:
     return [arr.ctypes.data if arr.size else None, _ONNX_DTYPES.get(arr.dtype, 0), dims, arr.ndim]
 
 
+def _epilogue_arrays(residual: np.ndarray | None, layer_norm: tuple | None, y_shape: tuple[int, ...],
+                     keep: list) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, float]:
+    """The residual (shaped like y) and LayerNorm (gamma, beta [y's last dim], epsilon) as
+    contiguous float32, checked; the arrays are appended to ``keep``."""
+    if residual is not None:
+        residual = np.ascontiguousarray(residual, dtype=np.float32)
+        if residual.shape != tuple(y_shape):
+            raise KernelLibraryError(f"residual has shape {list(residual.shape)}, expected {list(y_shape)}",
+                                     field="residual")
+        keep.append(residual)
+    if layer_norm is None:
+        return residual, None, None, 0.0
+    gamma, beta = (np.ascontiguousarray(a, dtype=np.float32) for a in layer_norm[:2])
+    if gamma.shape != (y_shape[-1],) or beta.shape != (y_shape[-1],):
+        raise KernelLibraryError(f"layer_norm gamma/beta must be [{y_shape[-1]}]", field="layer_norm")
+    keep += [gamma, beta]
+    return residual, gamma, beta, float(layer_norm[2])
+
+
 def sparse_linear(x: np.ndarray, crow: np.ndarray, col: np.ndarray, values: np.ndarray,
                   bias: np.ndarray | None, shape: tuple[int, ...], block_shape: tuple[int, ...] = (1, 1), *,
                   threads: int = 1, isa: str = "auto", chunk_cols: int = 0, activation: str = "",
@@ -151,20 +199,8 @@ def sparse_linear(x: np.ndarray, crow: np.ndarray, col: np.ndarray, values: np.n
     args = [x.ctypes.data if x.size else None, m]
     for arr in (crow, col, values, bias):
         args += _array_args(arr, keep)
-    if residual is not None:
-        residual = np.ascontiguousarray(residual, dtype=np.float32)
-        if residual.shape != y.shape:
-            raise KernelLibraryError(f"residual has shape {list(residual.shape)}, expected {list(y.shape)}",
-                                     field="residual")
-        keep.append(residual)
-    ln = (None, None, 0.0)
-    if layer_norm is not None:
-        gamma, beta, eps = layer_norm
-        gamma, beta = (np.ascontiguousarray(a, dtype=np.float32) for a in (gamma, beta))
-        if gamma.shape != (y.shape[-1],) or beta.shape != (y.shape[-1],):
-            raise KernelLibraryError(f"layer_norm gamma/beta must be [{y.shape[-1]}]", field="layer_norm")
-        keep += [gamma, beta]
-        ln = (gamma.ctypes.data, beta.ctypes.data, float(eps))
+    residual, gamma, beta, eps = _epilogue_arrays(residual, layer_norm, y.shape, keep)
+    ln = (gamma.ctypes.data, beta.ctypes.data, eps) if gamma is not None else (None, None, 0.0)
     if activation not in ACTIVATIONS:
         raise KernelLibraryError(f"activation must be one of {sorted(ACTIVATIONS)}", field="activation")
     args += [shape_arr, len(shape), block_arr, len(block_shape), y.ctypes.data if y.size else None,
@@ -172,6 +208,45 @@ def sparse_linear(x: np.ndarray, crow: np.ndarray, col: np.ndarray, values: np.n
              residual.ctypes.data if residual is not None and residual.size else None, *ln, err, len(err)]
     if _lib().smp_sparse_linear(*args) != 0:
         raise KernelLibraryError(err.value.decode(errors="replace"), field="ai.smp.SparseLinear")
+    return y
+
+
+def _weight_struct(weight: SparseWeight, keep: list) -> _SmpWeight:
+    arrays = []
+    for arr in (weight.crow_indices, weight.col_indices, weight.values, weight.bias):
+        data, dtype, dims, rank = _array_args(arr, keep)
+        arrays.append(_SmpArray(data, dtype, rank, ctypes.cast(dims, _I64P) if dims is not None else None))
+    shape, block = _dims(tuple(weight.shape)), _dims(tuple(weight.block_shape))
+    keep += [shape, block]
+    return _SmpWeight(*arrays, ctypes.cast(shape, _I64P), len(weight.shape), ctypes.cast(block, _I64P),
+                      len(weight.block_shape))
+
+
+def sparse_ffn(x: np.ndarray, first: SparseWeight, second: SparseWeight, *, activation: str = "gelu",
+               residual: np.ndarray | None = None,
+               layer_norm: tuple[np.ndarray, np.ndarray, float] | None = None,
+               threads: int = 1, isa: str = "auto") -> np.ndarray:
+    """``LN(act(x @ W1.T + b1) @ W2.T + b2 + residual)`` through the native ai.smp.SparseFFN
+    kernel (both linears of a feed-forward block in one call). The weights are validated as
+    in the onnxruntime operator; a malformed one raises KernelLibraryError naming it."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    hidden, out_rows = int(first.shape[1]), int(second.shape[0])
+    if x.ndim < 1 or x.shape[-1] != hidden:
+        raise KernelLibraryError(f"x has shape {list(x.shape)}, the first weight takes {hidden} features", field="x")
+    if activation not in ACTIVATIONS:
+        raise KernelLibraryError(f"activation must be one of {sorted(ACTIVATIONS)}", field="activation")
+    y = np.empty((*x.shape[:-1], out_rows), dtype=np.float32)
+    keep: list = [x, y]
+    residual, gamma, beta, eps = _epilogue_arrays(residual, layer_norm, y.shape, keep)
+    w1, w2 = _weight_struct(first, keep), _weight_struct(second, keep)
+    err = ctypes.create_string_buffer(512)
+    m = int(np.prod(x.shape[:-1], dtype=np.int64))
+    ptr = (lambda a: None if a is None or a.size == 0 else a.ctypes.data)
+    status = _lib().smp_sparse_ffn(ptr(x), m, ctypes.byref(w1), ctypes.byref(w2), ptr(y), int(threads), ISAS[isa],
+                                   ACTIVATIONS[activation], ptr(residual), ptr(gamma), ptr(beta), eps, err,
+                                   len(err))
+    if status != 0:
+        raise KernelLibraryError(err.value.decode(errors="replace"), field="ai.smp.SparseFFN")
     return y
 
 
@@ -201,5 +276,6 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
     return out
 
 
-__all__ = ["SPARSE_DOMAIN", "SPARSE_OP", "SPARSE_OPSET", "ATTENTION_OP", "attention", "KernelLibraryError", "custom_op_library_path",
-           "library_available", "sparse_linear", "resolved_isa", "native_library"]
+__all__ = ["SPARSE_DOMAIN", "SPARSE_OP", "SPARSE_OPSET", "ATTENTION_OP", "FFN_OP", "attention", "KernelLibraryError",
+           "SparseWeight", "custom_op_library_path", "library_available", "sparse_ffn", "sparse_linear",
+           "resolved_isa", "native_library"]

@@ -52,14 +52,9 @@ def assert_close(got: np.ndarray, want: np.ndarray, rtol: float = 1e-5) -> None:
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
 
 
-def sparse_linear_model(shape: tuple[int, int], arrays: dict[str, np.ndarray], *, block=(1, 1),
-                        bias: np.ndarray | None = None, as_inputs: tuple[str, ...] = (),
-                        x_shape: list | None = None, attrs: dict | None = None) -> onnx.ModelProto:
-    """Y = SparseLinear(X, crow, col, values[, bias]); names in ``as_inputs`` become graph inputs."""
-    tensors = dict(arrays)
-    if bias is not None:
-        tensors["bias"] = bias
-    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape or ["m", shape[1]])]
+def graph_tensors(x_shape: list, tensors: dict[str, np.ndarray], as_inputs: tuple[str, ...]):
+    """Graph inputs (X, then the tensors named in ``as_inputs``) and initializers (the rest)."""
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)]
     inits = []
     for name, arr in tensors.items():
         if name in as_inputs:
@@ -67,6 +62,17 @@ def sparse_linear_model(shape: tuple[int, int], arrays: dict[str, np.ndarray], *
                                                         list(arr.shape)))
         else:
             inits.append(numpy_helper.from_array(arr, name))
+    return inputs, inits
+
+
+def sparse_linear_model(shape: tuple[int, int], arrays: dict[str, np.ndarray], *, block=(1, 1),
+                        bias: np.ndarray | None = None, as_inputs: tuple[str, ...] = (),
+                        x_shape: list | None = None, attrs: dict | None = None) -> onnx.ModelProto:
+    """Y = SparseLinear(X, crow, col, values[, bias]); names in ``as_inputs`` become graph inputs."""
+    tensors = dict(arrays)
+    if bias is not None:
+        tensors["bias"] = bias
+    inputs, inits = graph_tensors(x_shape or ["m", shape[1]], tensors, as_inputs)
     names = ["X", "crow", "col", "values"] + (["bias"] if bias is not None else [])
     attributes = {"shape": list(shape), "block_shape": list(block)}
     attributes.update(attrs or {})

@@ -87,10 +87,13 @@ def test_pass_fuses_gelu_and_residual():
     b = rng.standard_normal(24).astype(np.float32)
     model = _fusable_model(w, b, ["n", 16])
     fused = sparse_kernel_pass(model, ["a", "b"])
-    assert [n.op_type for n in fused.graph.node] == ["SparseLinear", "SparseLinear"]
-    first, second = fused.graph.node
-    assert {a.name: a.s for a in first.attribute if a.name == "activation"} == {"activation": b"gelu"}
-    assert list(second.input)[-1] == "R" and list(second.output) == ["Z"]
+    assert [n.op_type for n in fused.graph.node] == ["SparseFFN"]   # the pair, then one node
+    (node,) = fused.graph.node
+    assert list(node.input) == ["X", "a.crow_indices", "a.col_indices", "a.values", "a.bias", "b.crow_indices",
+                                "b.col_indices", "b.values", "b.bias", "R"] and list(node.output) == ["Z"]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs == {"shape1": [24, 16], "block_shape1": [1, 1], "shape2": [16, 24], "block_shape2": [1, 1],
+                     "activation": b"gelu"}
     x = rng.standard_normal((5, 16)).astype(np.float32)
     r = rng.standard_normal((5, 16)).astype(np.float32)
     h = x @ w.T + b
@@ -99,7 +102,14 @@ def test_pass_fuses_gelu_and_residual():
     assert_close(session(sparse_kernel_pass(model, ["a", "b"], fuse=False)).run(None, {"X": x, "R": r})[0], want)
     # A residual that broadcasts (shape [16]) is not fused: the kernel adds same-shaped tensors only.
     broadcast = sparse_kernel_pass(_fusable_model(w, b, [16]), ["a", "b"])
-    assert [n.op_type for n in broadcast.graph.node] == ["SparseLinear", "SparseLinear", "Add"]
+    assert [n.op_type for n in broadcast.graph.node] == ["SparseFFN", "Add"]
+    # The hidden activations wanted elsewhere (here: a graph output) keep the two linears apart.
+    model.graph.output.append(helper.make_tensor_value_info("G", TensorProto.FLOAT, ["n", 24]))
+    kept = sparse_kernel_pass(model, ["a", "b"])
+    assert [n.op_type for n in kept.graph.node] == ["SparseLinear", "SparseLinear"]
+    got = session(kept).run(None, {"X": x, "R": r})
+    assert_close(got[0], want)
+    assert_close(got[1], 0.5 * h * (1 + erf(h / np.sqrt(2))))
 
 
 def test_pass_names_what_it_cannot_find():
@@ -123,9 +133,10 @@ def test_sparse_kernel_export_validates_and_loads(tmp_path, head):
     assert on_disk.totals["formats"] == {"csr": 12}
     model = onnx.load(str(out / "model.onnx"))
     kernels = [n for n in model.graph.node if n.op_type == "SparseLinear"]
-    assert len(kernels) == 12
-    assert sum(any(a.name == "activation" for a in n.attribute) for n in kernels) == 2   # FFN intermediate
-    assert sum(len(n.input) == 9 for n in kernels) == 4                # residual adds + post-LayerNorms
+    ffns = [n for n in model.graph.node if n.op_type == "SparseFFN"]
+    assert len(kernels) == 8 and len(ffns) == 2                        # Q, K, V, O + one FFN per layer
+    assert all(len(n.input) == 13 and n.input[9] == n.input[0] for n in ffns)   # residual X, post-LayerNorm
+    assert sum(len(n.input) == 9 for n in kernels) == 2                # attention output: residual + LayerNorm
     assert sum(n.op_type == "LayerNormalization" for n in model.graph.node) == 1       # the embeddings' only
     assert not any(n.op_type in ("Erf", "Div") and "intermediate" in n.name for n in model.graph.node)
     assert not any(n.op_type == "MatMul" and n.input[1].endswith(".weight_t") and "encoder" in n.input[1]
@@ -162,7 +173,9 @@ def test_kernel_export_fuses_attention_and_every_residual(tmp_path):
     assert ops.count("Attention") == ckpt.config.num_hidden_layers and "Softmax" not in ops
     assert ("ai.smp", 1) in {(o.domain, o.version) for o in model.opset_import}
     kernels = [n for n in model.graph.node if n.op_type == "SparseLinear"]
-    assert sum(len(n.input) == 9 for n in kernels) == 2 * ckpt.config.num_hidden_layers
+    assert sum(len(n.input) == 9 for n in kernels) == ckpt.config.num_hidden_layers   # attention output
+    assert sum(n.op_type == "SparseFFN" and len(n.input) == 13 for n in model.graph.node) == \
+        ckpt.config.num_hidden_layers                                                  # FFN output
     assert "Add" not in ops[ops.index("Attention"):]   # mask, biases and residuals all folded
     for mode in ("onnx", "mha"):
         other = export_onnx(ckpt, tmp_path / mode, options=ExportOptions(
@@ -189,15 +202,22 @@ def test_pass_fuses_a_following_layer_norm():
     b = rng.standard_normal(24).astype(np.float32)
     model = _with_layer_norm(_fusable_model(w, b, ["n", 16]), 16, rng)
     fused = sparse_kernel_pass(model, ["a", "b"])
-    assert [n.op_type for n in fused.graph.node] == ["SparseLinear", "SparseLinear"]
-    second = fused.graph.node[1]
-    assert list(second.input)[5:8] == ["R", "ln.gamma", "ln.beta"] and list(second.output) == ["N"]
-    eps = {i.name: numpy_helper.to_array(i) for i in fused.graph.initializer}[second.input[8]]
+    assert [n.op_type for n in fused.graph.node] == ["SparseFFN"]
+    (node,) = fused.graph.node
+    assert list(node.input)[9:12] == ["R", "ln.gamma", "ln.beta"] and list(node.output) == ["N"]
+    eps = {i.name: numpy_helper.to_array(i) for i in fused.graph.initializer}[node.input[12]]
     assert eps.dtype == np.float32 and eps.tolist() == [np.float32(1e-6)]
     x = rng.standard_normal((7, 16)).astype(np.float32)
     r = rng.standard_normal((7, 16)).astype(np.float32)
     want = session(model).run(None, {"X": x, "R": r})[0]
     assert_close(session(fused).run(None, {"X": x, "R": r})[0], want)
+    # The same fold into a lone SparseLinear (hidden activations kept as an output: no SparseFFN).
+    model.graph.output.append(helper.make_tensor_value_info("G", TensorProto.FLOAT, ["n", 24]))
+    apart = sparse_kernel_pass(model, ["a", "b"])
+    second = apart.graph.node[1]
+    assert [n.op_type for n in apart.graph.node] == ["SparseLinear", "SparseLinear"]
+    assert list(second.input)[5:8] == ["R", "ln.gamma", "ln.beta"] and list(second.output) == ["N"]
+    assert_close(session(apart).run(None, {"X": x, "R": r})[0], want)
 
 
 def test_layer_norm_inputs_are_validated_in_the_session():

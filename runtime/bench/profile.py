@@ -54,7 +54,7 @@ def categorize(name: str, op_type: str, info: NodeInfo | None = None) -> str:
     domain = info.domain if info else ""
     inputs = info.inputs if info else ()
     if domain in SMP_DOMAINS:
-        # SparseLinear (with its folded GELU / residual / LayerNorm) or the Attention kernel.
+        # SparseLinear / SparseFFN (with their folded GELU / residual / LayerNorm) or the Attention kernel.
         return "attention" if op_type in _ATTN_OPS else "pruned_linears"
     if op_type == "EmbedLayerNormalization":
         return "embeddings"

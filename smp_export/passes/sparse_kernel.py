@@ -23,6 +23,13 @@ output instead of two or five)::
 
 (the LayerNorm after the residual is BERT's post-norm: the kernel normalises each token's
 output row while it is still in cache, instead of a separate pass over the whole tensor).
+
+Then a feed-forward pair becomes one node, whose [.., inner] activations are never stored::
+
+    X ─ SparseLinear(W1; gelu) ─ H ─ SparseLinear(H, W2, ..., R[, γ, β, ε]) ─► Y
+      ->  X ─ ai.smp.SparseFFN(X, W1 arrays, W2 arrays, R[, γ, β, ε]; shape1, shape2) ─► Y
+
+(when H has no other consumer).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from runtime.kernels import SPARSE_DOMAIN, SPARSE_OP, SPARSE_OPSET
+from runtime.kernels import FFN_OP, SPARSE_DOMAIN, SPARSE_OP, SPARSE_OPSET
 
 from ..errors import ExportError, MaskError
 from ..formats.bsr import BSRConfig, to_bsr
@@ -200,6 +207,34 @@ def _fuse_layer_norm(graph: onnx.GraphProto, node: onnx.NodeProto, rows: int) ->
     return True
 
 
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _fuse_ffn(graph: onnx.GraphProto, first: onnx.NodeProto) -> bool:
+    """SparseLinear(X; activation) ─ H ─ SparseLinear(H, ...) with H used only there."""
+    second = _only_consumer(graph, first.output[0], SPARSE_OP)
+    if (second is None or second.domain != SPARSE_DOMAIN or second.input[0] != first.output[0]
+            or first.output[0] in {o.name for o in graph.output} or len(first.input) > 5):
+        return False
+    a, b = _attrs(first), _attrs(second)
+    if b.get("activation", b"") not in (b"", ""):
+        return False
+    pad = (lambda inputs, n: list(inputs) + [""] * (n - len(inputs)))
+    inputs = pad(first.input, 5) + pad(second.input[1:], 8)
+    node = helper.make_node(FFN_OP, inputs, [second.output[0]], name=second.name.replace(SPARSE_OP, FFN_OP),
+                            domain=SPARSE_DOMAIN, shape1=a["shape"], block_shape1=a.get("block_shape", [1, 1]),
+                            shape2=b["shape"], block_shape2=b.get("block_shape", [1, 1]),
+                            activation=a.get("activation", b""))
+    while node.input and not node.input[-1]:
+        node.input.pop()
+    position = list(graph.node).index(first)
+    graph.node.remove(first)
+    graph.node.remove(second)
+    graph.node.insert(position, node)
+    return True
+
+
 def _inferred_shapes(model: onnx.ModelProto) -> dict[str, list]:
     """Value name -> dims (int or symbol; None when unknown) from onnx shape inference."""
     try:
@@ -239,6 +274,8 @@ def sparse_kernel_pass(model: onnx.ModelProto, linears: Mapping[str, KernelSpec]
         fused += _fuse_gelu(graph, node) or _fuse_residual(graph, node, shapes)
         rows = next(a.ints[0] for a in node.attribute if a.name == "shape")
         fused += _fuse_layer_norm(graph, node, rows)
+    for node in [n for n in graph.node if n.domain == SPARSE_DOMAIN and n.op_type == SPARSE_OP] if fuse else []:
+        fused += node in graph.node and _fuse_ffn(graph, node)
     # W^T and the constants of fused epilogues (sqrt2, one, half) have no consumer left.
     used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
     keep = [init for init in graph.initializer if init.name in used]

@@ -75,17 +75,8 @@ int input_characteristic(const ort::CustomOp*, size_t i) { return i < 3 ? ort::k
 }  // namespace
 
 const ort::CustomOp* attention_op() {
-  static const ort::CustomOp op = [] {
-    ort::CustomOp o = base_op();
-    o.GetName = op_name;
-    o.GetInputType = input_type;
-    o.GetInputTypeCount = input_count;
-    o.GetInputCharacteristic = input_characteristic;
-    o.KernelDestroy = destroy_kernel<AttentionKernel>;
-    o.CreateKernelV2 = create_kernel<AttentionKernel, init>;
-    o.KernelComputeV2 = compute_kernel<AttentionKernel, compute>;
-    return o;
-  }();
+  static const ort::CustomOp op =
+      kernel_op<AttentionKernel, init, compute>(op_name, input_type, input_count, input_characteristic);
   return &op;
 }
 

@@ -30,6 +30,81 @@ smp::TensorView view(const void* data, int dtype, const int64_t* dims, int32_t r
 
 extern "C" {
 
+// One array as onnxruntime would hand it over: data, ONNX dtype, dims.
+struct SmpArray {
+  const void* data;
+  int32_t dtype;
+  int32_t rank;
+  const int64_t* dims;
+};
+
+// One sparse weight: its CSR/BSR arrays (bias.data null: no bias) and shape attributes.
+struct SmpWeight {
+  SmpArray crow, col, values, bias;
+  const int64_t* shape;
+  int32_t shape_len;
+  const int64_t* block;
+  int32_t block_len;
+};
+
+}  // extern "C"
+
+namespace {
+
+std::string pack_weight(const SmpWeight* w, smp::PackedMatrix* out) {
+  if (w == nullptr) return "weight missing";
+  std::vector<int64_t> s(w->shape, w->shape + (w->shape_len > 0 ? w->shape_len : 0));
+  std::vector<int64_t> b(w->block, w->block + (w->block_len > 0 ? w->block_len : 0));
+  int64_t rows = 0, cols = 0, bh = 1, bw = 1;
+  std::string msg = smp::check_attributes(s, b, &rows, &cols, &bh, &bw);
+  if (!msg.empty()) return msg;
+  auto v = [](const SmpArray& a) { return view(a.data, a.dtype, a.dims, a.rank); };
+  const smp::TensorView bias = v(w->bias);
+  return smp::pack_matrix(rows, cols, bh, bw, v(w->crow), v(w->col), v(w->values),
+                          w->bias.data != nullptr || w->bias.rank > 0 ? &bias : nullptr,
+                          smp::default_chunk_cols(cols, bw), out);
+}
+
+}  // namespace
+
+extern "C" {
+
+// ai.smp.SparseFFN without onnxruntime: y[m, w2 rows] = LN(act(x W1^T + b1) W2^T + b2 +
+// residual); residual and ln_gamma/ln_beta may be null. Returns 0, or 1 with a message.
+SMP_EXPORT int smp_sparse_ffn(const float* x, int64_t m, const SmpWeight* w1, const SmpWeight* w2, float* y,
+                              int32_t threads, int32_t isa, int32_t activation, const float* residual,
+                              const float* ln_gamma, const float* ln_beta, float ln_epsilon, char* err,
+                              size_t err_len) {
+  try {
+    smp::PackedMatrix p1, p2;
+    std::string msg = pack_weight(w1, &p1);
+    if (!msg.empty()) msg = "weight 1: " + msg;
+    if (msg.empty()) {
+      msg = pack_weight(w2, &p2);
+      if (!msg.empty()) msg = "weight 2: " + msg;
+    }
+    if (msg.empty() && m < 0) msg = "m must be >= 0";
+    if (msg.empty() && activation != smp::kActivationNone && activation != smp::kActivationGelu)
+      msg = "activation must be 0 (none) or 1 (gelu)";
+    if (msg.empty() && ln_gamma != nullptr && ln_beta == nullptr) msg = "ln_beta is required with ln_gamma";
+    if (msg.empty()) {
+      smp::ThreadRunner runner(threads);
+      smp::FfnOptions options;
+      options.activation = activation;
+      options.residual = residual;
+      options.ln_gamma = ln_gamma;
+      options.ln_beta = ln_beta;
+      options.ln_epsilon = ln_epsilon;
+      msg = smp::sparse_ffn(p1, p2, x, m, y, static_cast<smp::Isa>(isa), runner, options);
+    }
+    if (msg.empty()) return 0;
+    put_error(msg, err, err_len);
+  } catch (const std::exception& e) {
+    put_error(e.what(), err, err_len);
+  }
+  return 1;
+}
+
 // Validates and runs y[m, shape[0]] = act(x[m, shape[1]] W^T + bias) (+ residual, shaped
 // like y), then LayerNorm over each row when ln_gamma / ln_beta ([rows]) are given. Each array comes with its dtype (ONNX numbering) and dims, exactly as an
 // onnxruntime tensor would. Returns 0, or 1 with a message in err. isa: -1 auto, 0 portable,

@@ -10,11 +10,14 @@ namespace smp {
 constexpr const char* kDomain = "ai.smp";
 constexpr const char* kOpType = "SparseLinear";
 constexpr const char* kAttentionOpType = "Attention";
+constexpr const char* kFfnOpType = "SparseFFN";
 
 // The ai.smp.Attention operator (attention_op.cc).
 const ort::CustomOp* attention_op();
+// The ai.smp.SparseFFN operator (ffn_op.cc).
+const ort::CustomOp* ffn_op();
 
-// Adds the ai.smp domain (SparseLinear, Attention) to `options`; a status on failure.
+// Adds the ai.smp domain (SparseLinear, Attention, SparseFFN) to `options`; a status on failure.
 ort::Status* register_ops(ort::SessionOptions* options, const ort::ApiBase* base);
 
 }  // namespace smp

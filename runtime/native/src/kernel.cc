@@ -1,5 +1,6 @@
 #include "kernel.h"
 #include "scratch.h"
+#include "tiling.h"
 
 #include <algorithm>
 #include <atomic>
@@ -49,6 +50,11 @@ void accumulate_portable(const PackedMatrix& w, const float* xt, int64_t r0, int
 
 float gelu(float v) { return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f)); }
 
+void activate_portable(float* v, int64_t n, int activation) {
+  if (activation != kActivationGelu) return;
+  for (int64_t i = 0; i < n; ++i) v[i] = gelu(v[i]);
+}
+
 void store_portable(const float* yt, int64_t nrows, int64_t mt, float* y, int64_t ldy, bool, const Epilogue& ep,
                     const float* residual) {
   for (int64_t t = 0; t < mt; ++t) {
@@ -63,22 +69,7 @@ void store_portable(const float* yt, int64_t nrows, int64_t mt, float* y, int64_
 
 // ---------------------------------------------------------------- scratch memory
 
-struct Scratch {
-  Buffer xt, yt;
-  uint64_t job = 0;   // which call and tile xt holds
-  int64_t tile = -1;
-};
-
 thread_local Scratch tls_scratch;
-// Output rows accumulated (and stored) together: 64 rows x 32 tokens = 8 KiB by default.
-int64_t row_block() {
-  static const int64_t rows = [] {
-    const char* env = std::getenv("SMP_SPARSE_ROWBLOCK");
-    const int64_t v = env ? std::atoll(env) : 0;
-    return v > 0 ? v : int64_t(64);
-  }();
-  return rows;
-}
 std::atomic<uint64_t> next_job{1};
 
 // ---------------------------------------------------------------- the tiled driver
@@ -104,42 +95,79 @@ void run_task(void* data, size_t index) {
   const int64_t m0 = tile * kTile, mt = std::min<int64_t>(kTile, job.m - m0);
   const int64_t r0 = split * job.rows_per_split, r1 = std::min(w.rows, r0 + job.rows_per_split);
   if (mt <= 0 || r0 >= r1) return;
-  Scratch& s = tls_scratch;
-  float* xt = s.xt.get(static_cast<size_t>(std::max<int64_t>(w.cols, 1) * kTile));
-  float* yt = s.yt.get(static_cast<size_t>((r1 - r0) * kTile));  // at most one block used
+  Scratch& s = thread_scratch();
+  const float* xt = packed_tile(s, job.id, tile, job.x + m0 * w.cols, w.cols, mt, *job.ops);
+  float* yt = s.yt.get(static_cast<size_t>(block_step(w) * kTile));
   if (xt == nullptr || yt == nullptr) {
     job.failed.store(true);
     return;
   }
-  if (s.job != job.id || s.tile != tile) {
-    job.ops->pack_tile(job.x + m0 * w.cols, w.cols, mt, w.cols, xt);
-    s.job = job.id;
-    s.tile = tile;
-  }
-  // Row blocks small enough that their accumulators stay in L1 until they are stored.
-  const int64_t rb = row_block();
-  const int64_t step = rb / (16 * w.bh) > 0 ? rb / (16 * w.bh) * 16 * w.bh : 16 * w.bh;
-  for (int64_t b0 = r0; b0 < r1; b0 += step) {
-    const int64_t b1 = std::min(r1, b0 + step);
-    job.ops->accumulate(w, xt, b0, b1, yt);
-    const int64_t at = m0 * w.rows + b0;
-    job.ops->store(yt, b1 - b0, mt, job.y + at, w.rows, job.stream, job.epilogue,
-                   job.epilogue.residual != nullptr ? job.epilogue.residual + at : nullptr);
-  }
+  store_rows(w, xt, r0, r1, yt, *job.ops, job.epilogue, OutputTile{job.y, m0, mt, w.rows, job.stream});
   // This task wrote whole output rows of its tokens, still in cache: normalise them here.
   if (job.epilogue.ln_gamma != nullptr && job.splits == 1)
     layer_norm_rows(job.y + m0 * w.rows, mt, w.rows, w.rows, job.epilogue, job.isa);
 }
 
-struct NormJob {
-  float* y;
-  int64_t m, rows;
-  const Epilogue* epilogue;
-  Isa isa;
-};
+}  // namespace
+
+// ---------------------------------------------------------------- shared by the drivers (tiling.h)
+
+Scratch& thread_scratch() { return tls_scratch; }
+uint64_t new_job_id() { return next_job.fetch_add(1); }
+
+// Output rows accumulated (and stored) together: 64 rows x 32 tokens = 8 KiB by default.
+int64_t row_block() {
+  static const int64_t rows = [] {
+    const char* env = std::getenv("SMP_SPARSE_ROWBLOCK");
+    const int64_t v = env ? std::atoll(env) : 0;
+    return v > 0 ? v : int64_t(64);
+  }();
+  return rows;
+}
+
+int64_t block_step(const PackedMatrix& w) {
+  const int64_t rb = row_block(), unit = 16 * w.bh;
+  return rb / unit > 0 ? rb / unit * unit : unit;
+}
+
+const float* packed_tile(Scratch& s, uint64_t job, int64_t tile, const float* x, int64_t cols, int64_t mt,
+                         const KernelOps& ops) {
+  float* xt = s.xt.get(static_cast<size_t>(std::max<int64_t>(cols, 1) * kTile));
+  if (xt == nullptr) return nullptr;
+  if (s.job != job || s.tile != tile) {
+    ops.pack_tile(x, cols, mt, cols, xt);
+    s.job = job;
+    s.tile = tile;
+  }
+  return xt;
+}
+
+void store_rows(const PackedMatrix& w, const float* xt, int64_t r0, int64_t r1, float* yt, const KernelOps& ops,
+                const Epilogue& epilogue, const OutputTile& out) {
+  // Row blocks small enough that their accumulators stay in L1 until they are stored.
+  const int64_t step = block_step(w);
+  for (int64_t b0 = r0; b0 < r1; b0 += step) {
+    const int64_t b1 = std::min(r1, b0 + step);
+    ops.accumulate(w, xt, b0, b1, yt);
+    const int64_t at = out.m0 * out.ldy + b0;
+    ops.store(yt, b1 - b0, out.mt, out.y + at, out.ldy, out.stream, epilogue,
+              epilogue.residual != nullptr ? epilogue.residual + at : nullptr);
+  }
+}
+
+void plan_splits(int64_t tiles, int64_t rows, int64_t bh, int64_t* splits, int64_t* per_split) {
+  // Few tiles: split the output rows as well so every thread has work.
+  const int64_t align = 8 * bh;
+  int64_t n = tiles >= 16 ? 1 : (16 + tiles - 1) / tiles;
+  n = std::max<int64_t>(1, std::min(n, rows / std::max<int64_t>(align, 64)));
+  int64_t per = (rows + n - 1) / n;
+  per = std::max<int64_t>(align, (per + align - 1) / align * align);   // rows may be 0
+  *per_split = per;
+  *splits = (rows + per - 1) / per;
+}
 
 void norm_task(void* data, size_t index) {
-  const NormJob& job = *static_cast<NormJob*>(data);
+  const NormJob& job = *static_cast<const NormJob*>(data);
   const int64_t t0 = static_cast<int64_t>(index) * kTile, mt = std::min<int64_t>(kTile, job.m - t0);
   if (mt > 0) layer_norm_rows(job.y + t0 * job.rows, mt, job.rows, job.rows, *job.epilogue, job.isa);
 }
@@ -155,8 +183,6 @@ bool streaming_wanted(int64_t m, int64_t rows) {
   if (forced >= 0) return forced == 1;
   return m * rows * static_cast<int64_t>(sizeof(float)) >= (int64_t(4) << 20);
 }
-
-}  // namespace
 
 void layer_norm_rows_portable(float* y, int64_t tokens, int64_t cols, int64_t ldy, const Epilogue& e) {
   for (int64_t t = 0; t < tokens; ++t) {
@@ -180,7 +206,7 @@ void layer_norm_rows(float* y, int64_t tokens, int64_t cols, int64_t ldy, const 
 }
 
 const KernelOps& portable_ops() {
-  static const KernelOps ops{pack_tile_portable, accumulate_portable, store_portable};
+  static const KernelOps ops{pack_tile_portable, accumulate_portable, store_portable, activate_portable};
   return ops;
 }
 
@@ -226,35 +252,29 @@ std::string sparse_linear(const PackedMatrix& w, const float* x, int64_t m, floa
                           const Epilogue& epilogue) {
   if (m <= 0 || w.rows == 0) return "";
   const int64_t tiles = (m + kTile - 1) / kTile;
-  // Few tiles: split the output rows as well so every thread has work.
-  const int64_t align = 8 * w.bh;
-  int64_t splits = tiles >= 16 ? 1 : (16 + tiles - 1) / tiles;
-  splits = std::max<int64_t>(1, std::min(splits, w.rows / std::max<int64_t>(align, 64)));
-  int64_t per_split = (w.rows + splits - 1) / splits;
-  per_split = (per_split + align - 1) / align * align;
-  splits = (w.rows + per_split - 1) / per_split;
   Job job;
+  plan_splits(tiles, w.rows, w.bh, &job.splits, &job.rows_per_split);
   job.w = &w;
   job.x = x;
   job.y = y;
   job.m = m;
-  job.splits = splits;
-  job.rows_per_split = per_split;
   // A fused LayerNorm reads the rows right back: keep them in cache.
   job.stream = epilogue.ln_gamma == nullptr && streaming_wanted(m, w.rows);
   job.isa = resolve_isa(isa);
-  job.ops = job.isa == Isa::kAvx2 ? &avx2_ops() : &portable_ops();
+  job.ops = &ops_for(job.isa);
   job.epilogue = epilogue;
-  job.id = next_job.fetch_add(1);
-  std::string err = runner.parallel_for(static_cast<size_t>(tiles * splits), run_task, &job);
+  job.id = new_job_id();
+  std::string err = runner.parallel_for(static_cast<size_t>(tiles * job.splits), run_task, &job);
   if (err.empty() && job.failed.load()) err = "out of memory for the kernel's scratch buffers";
-  if (err.empty() && epilogue.ln_gamma != nullptr && splits > 1) {
+  if (err.empty() && epilogue.ln_gamma != nullptr && job.splits > 1) {
     // Rows were split between tasks: normalise once every row is complete.
     NormJob norm{y, m, w.rows, &job.epilogue, job.isa};
     err = runner.parallel_for(static_cast<size_t>(tiles), norm_task, &norm);
   }
   return err;
 }
+
+const KernelOps& ops_for(Isa resolved) { return resolved == Isa::kAvx2 ? avx2_ops() : portable_ops(); }
 
 }  // namespace smp
 

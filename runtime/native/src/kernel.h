@@ -42,6 +42,8 @@ struct KernelOps {
   // `stream`: non-temporal stores.
   void (*store)(const float* yt, int64_t nrows, int64_t mt, float* y, int64_t ldy, bool stream,
                 const struct Epilogue& epilogue, const float* residual);
+  // v[i] = act(v[i]) for i < n, in place.
+  void (*activate)(float* v, int64_t n, int activation);
 };
 
 const KernelOps& portable_ops();
@@ -75,5 +77,19 @@ class ThreadRunner : public Runner {
 // y[m, rows] = act(x[m, cols] W^T + bias) (+ residual). Returns "" or an error message.
 std::string sparse_linear(const PackedMatrix& w, const float* x, int64_t m, float* y, Isa isa, Runner& runner,
                           const Epilogue& epilogue = Epilogue());
+
+// The two linears of a transformer feed-forward block in one call:
+//   y[m, w2.rows] = LN(act(x W1^T + b1) W2^T + b2 (+ residual [m, w2.rows]))
+// with w1 [inner, hidden], w2 [out, inner]; LayerNorm as in Epilogue when ffn.ln_gamma is set. The [m, inner] hidden activations are never written
+// out: each 32-token tile of them lives in the thread's cache between the two products.
+struct FfnOptions {
+  int activation = kActivationNone;
+  const float* residual = nullptr;
+  const float* ln_gamma = nullptr;
+  const float* ln_beta = nullptr;
+  float ln_epsilon = 1e-12f;
+};
+std::string sparse_ffn(const PackedMatrix& w1, const PackedMatrix& w2, const float* x, int64_t m, float* y, Isa isa,
+                       Runner& runner, const FfnOptions& ffn);
 
 }  // namespace smp

@@ -251,6 +251,13 @@ void store_avx2(const float* yt, int64_t nrows, int64_t mt, float* y, int64_t ld
   if (stream) _mm_sfence();
 }
 
+void activate_avx2(float* v, int64_t n, int activation) {
+  if (activation != kActivationGelu) return;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(v + i, gelu8(_mm256_loadu_ps(v + i)));
+  for (; i < n; ++i) v[i] = 0.5f * v[i] * (1.0f + std::erf(v[i] * 0.70710678118654752f));
+}
+
 }  // namespace
 
 // Two passes over each (cache-resident) row: mean, then the centred variance; then the affine map.
@@ -287,7 +294,7 @@ void layer_norm_rows_avx2(float* y, int64_t tokens, int64_t cols, int64_t ldy, c
 }
 
 const KernelOps& avx2_ops() {
-  static const KernelOps ops{pack_tile_avx2, accumulate_avx2, store_avx2};
+  static const KernelOps ops{pack_tile_avx2, accumulate_avx2, store_avx2, activate_avx2};
   return ops;
 }
 

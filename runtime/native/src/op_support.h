@@ -36,6 +36,39 @@ class OrtRunner : public Runner {
   const ort::KernelContext* ctx_;
 };
 
+// One sparse weight of an op: crow_indices, col_indices, values, bias at inputs first_input
+// + 0..3; packed once at creation when the first three are constant initializers.
+struct WeightSlot {
+  size_t first_input = 1;
+  const char* name = "";  // "" for an op's only weight, else how errors name it
+  int64_t rows = 0, cols = 0, bh = 1, bw = 1;
+  bool prepacked = false, bias_constant = false;
+  PackedMatrix packed;
+  std::string label() const { return *name ? std::string(name) + ": " : std::string(); }
+};
+// Reads the shape / block-shape attributes; packs the arrays when they are constant.
+std::string init_weights(const ort::Api& api, const ort::KernelInfo* info, const char* shape_attr,
+                         const char* block_attr, WeightSlot* slot);
+// The packed weight of this call: the prepacked one, or the inputs validated and packed
+// into *per_call (inputs that are not constant, or a bias present unlike at creation).
+std::string call_weights(const ort::Api& api, ort::KernelContext* ctx, size_t count, const WeightSlot& slot,
+                         PackedMatrix* per_call, const PackedMatrix** out);
+// The attribute activation ("" or "gelu") as kActivation*.
+std::string read_activation(const ort::Api& api, const ort::KernelInfo* info, int* activation);
+// Input `index`: float32 [..., cols]; *m = product of the leading dims.
+std::string input_x(const ort::Api& api, const ort::KernelContext* ctx, size_t count, size_t index, int64_t cols,
+                    TensorView* x, int64_t* m);
+// The optional LayerNorm inputs gamma, beta [rows] and epsilon [1] (float32) at first..first+2,
+// all or none, into e.
+std::string layer_norm_inputs(const ort::Api& api, ort::KernelContext* ctx, size_t count, size_t first, int64_t rows,
+                              Epilogue* e);
+// The optional residual input `index`: float32 shaped like Y (out_dims); *residual stays null
+// when it is absent.
+std::string residual_input(const ort::Api& api, ort::KernelContext* ctx, size_t count, size_t index,
+                           const std::vector<int64_t>& out_dims, const float** residual);
+// Output 0 with dims, and its data.
+std::string output_data(const ort::Api& api, ort::KernelContext* ctx, const std::vector<int64_t>& dims, float** y);
+
 // CPU provider, one float output, default memory, version 1; name, inputs and kernel unset.
 ort::CustomOp base_op();
 
@@ -77,6 +110,23 @@ ort::Status* compute_kernel(void* kernel, ort::KernelContext* ctx) {
 template <class K>
 void destroy_kernel(void* kernel) {
   delete static_cast<K*>(kernel);
+}
+
+// The OrtCustomOp of kernel type K: base_op() plus its name and inputs, created by Init and
+// run by Compute (see create_kernel / compute_kernel).
+template <class K, std::string (*Init)(K*, const ort::KernelInfo*), std::string (*Compute)(K*, ort::KernelContext*)>
+ort::CustomOp kernel_op(const char* (*name)(const ort::CustomOp*), int (*input_type)(const ort::CustomOp*, size_t),
+                        size_t (*input_count)(const ort::CustomOp*),
+                        int (*input_characteristic)(const ort::CustomOp*, size_t)) {
+  ort::CustomOp op = base_op();
+  op.GetName = name;
+  op.GetInputType = input_type;
+  op.GetInputTypeCount = input_count;
+  op.GetInputCharacteristic = input_characteristic;
+  op.KernelDestroy = destroy_kernel<K>;
+  op.CreateKernelV2 = create_kernel<K, Init>;
+  op.KernelComputeV2 = compute_kernel<K, Compute>;
+  return op;
 }
 
 }  // namespace smp
