@@ -29,7 +29,7 @@ void run_head(void* data, size_t index) {
   const AttentionShape& s = job.shape;
   const int64_t b = static_cast<int64_t>(index) / s.heads, h = static_cast<int64_t>(index) % s.heads;
   float* kt = tls_kt.get(static_cast<size_t>(2 * s.head_dim * job.padded));
-  float* scores = tls_scores.get(static_cast<size_t>(2 * job.padded));
+  float* scores = tls_scores.get(static_cast<size_t>(kAttentionRows * job.padded));
   float* bias = tls_bias.get(static_cast<size_t>(job.padded));
   if (kt == nullptr || scores == nullptr || bias == nullptr) {
     job.failed.store(true);

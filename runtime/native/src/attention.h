@@ -19,9 +19,12 @@ struct AttentionShape {
   float scale = 1.0f;
 };
 
+// Query rows one pass of the AVX2 path scores and mixes together.
+constexpr int64_t kAttentionRows = 6;
+
 // One (batch, head): the ISA-specific part. kt is scratch of 2 * head_dim * padded_seq floats
-// (K^T, then V packed), scores of 2 * padded_seq floats (32-byte aligned), mask_bias of
-// padded_seq floats.
+// (K^T, then V packed), scores of kAttentionRows * padded_seq floats (32-byte aligned),
+// mask_bias of padded_seq floats.
 using AttentionHeadFn = void (*)(const AttentionShape& s, const float* q, const float* k, const float* v,
                                  const float* mask_bias, int64_t padded_seq, float* kt, float* scores, float* out);
 

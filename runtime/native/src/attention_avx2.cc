@@ -1,8 +1,9 @@
 // AVX2/FMA path of ai.smp.Attention: one (batch, head) with head_dim % 8 == 0, head_dim <= 64.
 // K^T (pre-scaled, 8x8 transposes) and V are packed once per head into contiguous scratch:
 // read in place, a head's rows sit ld floats apart and fall into few L1 sets, and re-reading
-// them for every query pair thrashes L1. Two queries share every K^T load when scoring and,
-// for head_dim <= 32, every V row when mixing.
+// them for every query pass thrashes L1. Six queries go through together: each K^T vector
+// (scores) and each V vector (mixing) feeds six rows, and 12 accumulators keep both FMA
+// pipes busy instead of waiting on FMA latency with 8.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -28,36 +29,27 @@ void pack_kt(const float* k, int64_t ld, int64_t seq, int64_t d, int64_t padded,
   }
 }
 
-// sa[j] = qa . kt[:, j] + bias[j] (and sb for qb) for j < padded (a multiple of 32).
-void scores2(const float* qa, const float* qb, const float* kt, const float* bias, int64_t d, int64_t padded,
-             float* sa, float* sb) {
-  for (int64_t j = 0; j < padded; j += 32) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+// s_r[j] = q_r . kt[:, j] + bias[j] for R query rows (R <= 6), j < padded (a multiple of 16):
+// 2 K^T vectors x R rows = up to 12 independent accumulators, 8 loads per 12 FMAs.
+template <int R>
+void scores_rows(const float* q, int64_t ld, const float* kt, const float* bias, int64_t d, int64_t padded,
+                 float* s) {
+  for (int64_t j = 0; j < padded; j += 16) {
+    __m256 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (int64_t c = 0; c < d; ++c) {
-      const float* kp = kt + c * padded + j;
-      const __m256 k0 = _mm256_load_ps(kp), k1 = _mm256_load_ps(kp + 8), k2 = _mm256_load_ps(kp + 16),
-                   k3 = _mm256_load_ps(kp + 24);
-      const __m256 x = _mm256_broadcast_ss(qa + c), y = _mm256_broadcast_ss(qb + c);
-      a0 = _mm256_fmadd_ps(x, k0, a0);
-      a1 = _mm256_fmadd_ps(x, k1, a1);
-      a2 = _mm256_fmadd_ps(x, k2, a2);
-      a3 = _mm256_fmadd_ps(x, k3, a3);
-      b0 = _mm256_fmadd_ps(y, k0, b0);
-      b1 = _mm256_fmadd_ps(y, k1, b1);
-      b2 = _mm256_fmadd_ps(y, k2, b2);
-      b3 = _mm256_fmadd_ps(y, k3, b3);
+      const __m256 k0 = _mm256_load_ps(kt + c * padded + j), k1 = _mm256_load_ps(kt + c * padded + j + 8);
+      for (int r = 0; r < R; ++r) {
+        const __m256 x = _mm256_broadcast_ss(q + r * ld + c);
+        acc[r][0] = _mm256_fmadd_ps(x, k0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(x, k1, acc[r][1]);
+      }
     }
-    const float* bp = bias + j;
-    const __m256 m0 = _mm256_load_ps(bp), m1 = _mm256_load_ps(bp + 8), m2 = _mm256_load_ps(bp + 16),
-                 m3 = _mm256_load_ps(bp + 24);
-    _mm256_store_ps(sa + j, _mm256_add_ps(a0, m0));
-    _mm256_store_ps(sa + j + 8, _mm256_add_ps(a1, m1));
-    _mm256_store_ps(sa + j + 16, _mm256_add_ps(a2, m2));
-    _mm256_store_ps(sa + j + 24, _mm256_add_ps(a3, m3));
-    _mm256_store_ps(sb + j, _mm256_add_ps(b0, m0));
-    _mm256_store_ps(sb + j + 8, _mm256_add_ps(b1, m1));
-    _mm256_store_ps(sb + j + 16, _mm256_add_ps(b2, m2));
-    _mm256_store_ps(sb + j + 24, _mm256_add_ps(b3, m3));
+    const __m256 m0 = _mm256_load_ps(bias + j), m1 = _mm256_load_ps(bias + j + 8);
+    for (int r = 0; r < R; ++r) {
+      _mm256_store_ps(s + r * padded + j, _mm256_add_ps(acc[r][0], m0));
+      _mm256_store_ps(s + r * padded + j + 8, _mm256_add_ps(acc[r][1], m1));
+    }
   }
 }
 
@@ -90,50 +82,50 @@ float softmax_row(float* sc, int64_t padded) {
   return 1.0f / hsum(sum);
 }
 
-// out_r = inv_r * sum_j p_r[j] v_j for R rows (R * NV accumulators).
-template <int NV, int R>
-void mix(const float* const* p, const float* inv, const float* v, int64_t ld, int64_t seq, float* const* out) {
+// out_r[c0 .. c0 + 8 NV) = inv_r * sum_j p_r[j] v_j[c0 ..] for R rows (R * NV <= 12 accumulators).
+template <int R, int NV>
+void mix_columns(const float* p, int64_t padded, const float* inv, const float* v, int64_t d, int64_t seq,
+                 int64_t c0, float* out, int64_t ld) {
   __m256 acc[R][NV];
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
     for (int c = 0; c < NV; ++c) acc[r][c] = _mm256_setzero_ps();
   for (int64_t j = 0; j < seq; ++j) {
-    const float* vj = v + j * ld;
     __m256 row[NV];
-    for (int c = 0; c < NV; ++c) row[c] = _mm256_loadu_ps(vj + 8 * c);
+#pragma GCC unroll 2
+    for (int c = 0; c < NV; ++c) row[c] = _mm256_load_ps(v + j * d + c0 + 8 * c);
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const __m256 w = _mm256_broadcast_ss(p[r] + j);
+      const __m256 w = _mm256_broadcast_ss(p + r * padded + j);
+#pragma GCC unroll 2
       for (int c = 0; c < NV; ++c) acc[r][c] = _mm256_fmadd_ps(w, row[c], acc[r][c]);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     const __m256 s = _mm256_set1_ps(inv[r]);
-    for (int c = 0; c < NV; ++c) _mm256_storeu_ps(out[r] + 8 * c, _mm256_mul_ps(acc[r][c], s));
+#pragma GCC unroll 2
+    for (int c = 0; c < NV; ++c) _mm256_storeu_ps(out + r * ld + c0 + 8 * c, _mm256_mul_ps(acc[r][c], s));
   }
 }
 
-template <int NV>
-void mix_rows(const float* const* p, const float* inv, int rows, const float* v, int64_t ld, int64_t seq,
-              float* const* out) {
-  if (rows == 2 && NV <= 4) {
-    mix<NV, 2>(p, inv, v, ld, seq, out);
-    return;
-  }
-  for (int r = 0; r < rows; ++r) mix<NV, 1>(p + r, inv + r, v, ld, seq, out + r);
+// R query rows starting at q: scores, softmax, then the mix into out (row stride ld).
+template <int R>
+void rows_pass(const float* q, int64_t ld, const float* kt, const float* vp, const float* bias, int64_t d,
+               int64_t seq, int64_t padded, float* scores, float* out) {
+  scores_rows<R>(q, ld, kt, bias, d, padded, scores);
+  float inv[R];
+  for (int r = 0; r < R; ++r) inv[r] = softmax_row(scores + r * padded, padded);
+  int64_t c0 = 0;
+  for (; c0 + 16 <= d; c0 += 16) mix_columns<R, 2>(scores, padded, inv, vp, d, seq, c0, out, ld);
+  if (c0 < d) mix_columns<R, 1>(scores, padded, inv, vp, d, seq, c0, out, ld);
 }
 
-void mix_dispatch(int64_t nv, const float* const* p, const float* inv, int rows, const float* v, int64_t ld,
-                  int64_t seq, float* const* out) {
-  switch (nv) {
-    case 1: mix_rows<1>(p, inv, rows, v, ld, seq, out); break;
-    case 2: mix_rows<2>(p, inv, rows, v, ld, seq, out); break;
-    case 3: mix_rows<3>(p, inv, rows, v, ld, seq, out); break;
-    case 4: mix_rows<4>(p, inv, rows, v, ld, seq, out); break;
-    case 5: mix_rows<5>(p, inv, rows, v, ld, seq, out); break;
-    case 6: mix_rows<6>(p, inv, rows, v, ld, seq, out); break;
-    case 7: mix_rows<7>(p, inv, rows, v, ld, seq, out); break;
-    default: mix_rows<8>(p, inv, rows, v, ld, seq, out); break;
-  }
-}
+using RowsPass = void (*)(const float*, int64_t, const float*, const float*, const float*, int64_t, int64_t, int64_t,
+                          float*, float*);
+constexpr RowsPass kRowsPass[kAttentionRows + 1] = {nullptr,      rows_pass<1>, rows_pass<2>, rows_pass<3>,
+                                                    rows_pass<4>, rows_pass<5>, rows_pass<6>};
 
 }  // namespace
 
@@ -144,16 +136,9 @@ void attention_head_avx2(const AttentionShape& s, const float* q, const float* k
   float* vp = kt + d * padded;   // V rows, contiguous [seq][d]
   for (int64_t j = 0; j < seq; ++j)
     for (int64_t c = 0; c < d; c += 8) _mm256_store_ps(vp + j * d + c, _mm256_loadu_ps(v + j * ld + c));
-  float* sa = scores;
-  float* sb = scores + padded;
-  for (int64_t i = 0; i < seq; i += 2) {
-    const int rows = i + 1 < seq ? 2 : 1;
-    const float* qa = q + i * ld;
-    scores2(qa, rows == 2 ? qa + ld : qa, kt, mask_bias, d, padded, sa, sb);
-    const float inv[2] = {softmax_row(sa, padded), rows == 2 ? softmax_row(sb, padded) : 0.0f};
-    const float* p[2] = {sa, sb};
-    float* o[2] = {out + i * ld, out + (i + 1) * ld};
-    mix_dispatch(d / 8, p, inv, rows, vp, d, seq, o);
+  for (int64_t i = 0; i < seq; i += kAttentionRows) {
+    const int64_t rows = seq - i < kAttentionRows ? seq - i : kAttentionRows;
+    kRowsPass[rows](q + i * ld, ld, kt, vp, mask_bias, d, seq, padded, scores, out + i * ld);
   }
 }
 
