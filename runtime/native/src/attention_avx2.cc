@@ -138,6 +138,12 @@ void attention_head_avx2(const AttentionShape& s, const float* q, const float* k
     for (int64_t c = 0; c < d; c += 8) _mm256_store_ps(vp + j * d + c, _mm256_loadu_ps(v + j * ld + c));
   for (int64_t i = 0; i < seq; i += kAttentionRows) {
     const int64_t rows = seq - i < kAttentionRows ? seq - i : kAttentionRows;
+    // The next pass's query and output rows sit ld floats apart: fetch them while this one runs.
+    for (int64_t r = i + kAttentionRows; r < i + 2 * kAttentionRows && r < seq; ++r)
+      for (int64_t c = 0; c < d; c += 16) {
+        _mm_prefetch(reinterpret_cast<const char*>(q + r * ld + c), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(out + r * ld + c), _MM_HINT_T0);
+      }
     kRowsPass[rows](q + i * ld, ld, kt, vp, mask_bias, d, seq, padded, scores, out + i * ld);
   }
 }
