@@ -35,6 +35,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# torch's OpenMP threads otherwise spin after every torch-csr call and slow the onnxruntime
+# runs interleaved after it (at 128 tokens the dense baseline measured 9.7 ms instead of ~5).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from runtime.bench.harness import Runner, TimingPlan, time_interleaved  # noqa: E402
 from runtime.stats import environment, speedup, summarize  # noqa: E402
@@ -135,17 +138,22 @@ def linear_suite(args) -> list[dict]:
             np.testing.assert_allclose(sparse.run(None, {"X": x})[0], dense.run(None, {"X": x})[0],
                                        rtol=1e-4, atol=1e-3)
             rounds = args.rounds or (9 if tokens >= 1024 else 200)
-            runs = {"ort-dense": lambda: dense.run(None, {"X": x}), "sparse-kernel": lambda: sparse.run(None, {"X": x})}
+            dense_run = (lambda: dense.run(None, {"X": x}))
+            runs = {"ort-dense": dense_run, "sparse-kernel": lambda: sparse.run(None, {"X": x})}
             extra = {"shape": [tokens, 768, 3072]}
+            times = _interleaved(runs, rounds, args.warmup)
+            peer_times = None
             if not args.no_peers:
+                # Peers in rounds of their own, with onnxruntime dense again: a peer's threads
+                # (or a 0.4 s SparseToDenseMatMul call) would otherwise slow the runs after it.
                 peers = _peers(w, b, x, args.threads)
                 if tokens > 1024:
                     # ~15 s a call at 4096 tokens here: timed twice on its own, not in the rounds.
                     s2d = peers.pop("ort-sparse-to-dense")
                     extra["ort_sparse_to_dense_ms_separate"] = [round(1e3 * t, 1) for t in _single(s2d, 2)]
-                runs.update(peers)
-            times = _interleaved(runs, rounds, args.warmup)
-            records.append(_record("linear", tokens, sparsity, times, LINEAR_TARGETS.get((tokens, sparsity)), extra))
+                peer_times = _interleaved({"ort-dense": dense_run, **peers}, max(rounds // 4, 5), args.warmup)
+            records.append(_record("linear", tokens, sparsity, times, LINEAR_TARGETS.get((tokens, sparsity)), extra,
+                                   peer_times))
     return records
 
 
@@ -223,14 +231,21 @@ def _respin(loaded, threads: int | None):
 
 
 def _record(suite: str, size: int, sparsity: float, times: dict[str, list[float]], target: float | None,
-            extra: dict) -> dict:
-    base = times["ort-dense"]
+            extra: dict, peer_times: dict[str, list[float]] | None = None) -> dict:
+    """One row: every variant's summary and ratio against ort-dense of the same rounds (peers:
+    against ort-dense of the peers' own rounds, kept as ``peer_rounds_ort_dense``)."""
     variants = {}
-    for name, t in times.items():
-        summary = summarize(t, 1)
-        if name != "ort-dense":
-            summary["speedup"] = speedup(base, t)
-        variants[name] = summary
+    for rounds in (times, peer_times or {}):
+        for name, t in rounds.items():
+            summary = summarize(t, 1)
+            if name != "ort-dense":
+                summary["speedup"] = speedup(rounds["ort-dense"], t)
+                variants[name] = summary
+            elif rounds is times:
+                variants[name] = summary
+    if peer_times:
+        extra = dict(extra, peer_rounds_ort_dense=summarize(peer_times["ort-dense"], 1))
+        times = dict(times, **{f"{k} (peer rounds)" if k == "ort-dense" else k: v for k, v in peer_times.items()})
     ratio = variants["sparse-kernel"]["speedup"]["ratio_of_medians"]
     row = {"suite": suite, "size": size, "sparsity": sparsity, "target": target, "ratio": ratio,
            "meets_target": None if target is None else bool(ratio >= target), "variants": variants,
@@ -275,6 +290,11 @@ def markdown(payload: dict, title: str) -> str:
                  for n in names]
         lines.append(f"| {r['size']} | {r['sparsity']} | {v['ort-dense']['p50_ms']:.2f} | " + " | ".join(cells)
                      + f" | {target} |")
+    if any("peer_rounds_ort_dense" in r for r in records):
+        lines.append("\nPeers (torch-csr, ort-sparse-to-dense) ran in rounds of their own with ort-dense again; "
+                     "their ratios are against that: " + ", ".join(
+                         f"{r['size']} tokens / {r['sparsity']}: ort-dense {r['peer_rounds_ort_dense']['p50_ms']:.2f} ms"
+                         for r in records if "peer_rounds_ort_dense" in r) + ".")
     for r in records:
         if "ort_sparse_to_dense_ms_separate" in r:
             lines.append(f"\nort-sparse-to-dense at {r['size']} tokens, sparsity {r['sparsity']}: "
