@@ -1,12 +1,13 @@
 """The native sparse kernels: where the custom-op library is, and a direct entry to it.
 
 ``libsmp_sparse.so`` (built from ``runtime/native`` by the package's own build) provides the
-onnxruntime operator ``ai.smp.SparseLinear``: ``Y = X W^T + bias`` with ``W`` in CSR or BSR,
-its arrays ordinary initializers. onnxruntime loads it with
+onnxruntime operators ``ai.smp.SparseLinear`` (``Y = X W^T + bias`` with ``W`` in CSR or BSR,
+its arrays ordinary initializers), ``ai.smp.SparseFFN`` (two of them chained, a feed-forward
+block) and ``ai.smp.Attention``. onnxruntime loads it with
 ``SessionOptions.register_custom_ops_library(custom_op_library_path())``.
 
-``sparse_linear`` calls the same validation and kernel without onnxruntime (ctypes), for
-tests and timing. Never imports smp_export.
+``sparse_linear``, ``sparse_ffn`` and ``attention`` call the same validation and kernels
+without onnxruntime (ctypes), for tests and timing. Never imports smp_export.
 """
 
 from __future__ import annotations

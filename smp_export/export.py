@@ -49,7 +49,8 @@ class ExportOptions:
     - ``compact``: removable heads and FFN neurons cut out, structurally smaller dense
       matrices (faster on every execution provider);
     - ``sparse-kernel``: every pruned linear is one ``ai.smp.SparseLinear`` node (CSR
-      arrays as initializers), run by the project's custom-op library in onnxruntime;
+      arrays as initializers; a feed-forward pair one ``ai.smp.SparseFFN``), run by the
+      project's custom-op library in onnxruntime;
     - ``auto``: compaction first, then per linear the fastest of dense, CSR kernel and BSR
       kernel, timed on this machine (``autotune``); choices and timings in the manifest.
     """
