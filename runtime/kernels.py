@@ -113,7 +113,7 @@ def _lib() -> ctypes.CDLL:
                                                                  _P, _P, ctypes.c_float, ctypes.c_char_p,
                                                                  ctypes.c_size_t])
     lib.smp_sparse_linear.restype = ctypes.c_int
-    lib.smp_attention.argtypes = [_P, _P, _P, _P, i32, i64, i64, i64, i64, _P, i32, i32, ctypes.c_char_p,
+    lib.smp_attention.argtypes = [_P, _P, _P, _P, i32, i64, i64, i64, i64, i32, _P, i32, i32, ctypes.c_char_p,
                                   ctypes.c_size_t]
     lib.smp_attention.restype = ctypes.c_int
     weight_p = ctypes.POINTER(_SmpWeight)
@@ -251,27 +251,37 @@ def sparse_ffn(x: np.ndarray, first: SparseWeight, second: SparseWeight, *, acti
     return y
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, num_heads: int, *,
+def attention(q: np.ndarray, k: np.ndarray | None, v: np.ndarray | None, mask: np.ndarray | None, num_heads: int, *,
               threads: int = 1, isa: str = "auto") -> np.ndarray:
     """BERT self-attention on projected ``[batch, seq, num_heads * d]`` tensors through the native
     ai.smp.Attention kernel: ``softmax(q k^T / sqrt(d) + m) v`` per head, ``m`` float32's lowest
-    where ``mask`` [batch, seq] (int32 / int64) is 0. KernelLibraryError on bad shapes."""
-    q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
-    if q.ndim != 3 or num_heads < 1 or q.shape[2] % num_heads:
-        raise KernelLibraryError(f"q has shape {list(q.shape)}, not [batch, seq, {num_heads} * d]", field="q")
-    if k.shape != q.shape or v.shape != q.shape:
-        raise KernelLibraryError("k and v must have q's shape", field="k/v")
+    where ``mask`` [batch, seq] (int32 / int64) is 0. With ``k`` and ``v`` None, ``q`` is the
+    packed ``[batch, seq, 3 * num_heads * d]`` tensor holding all three. KernelLibraryError on bad
+    shapes."""
+    packed = k is None and v is None
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    parts = 3 if packed else 1
+    if q.ndim != 3 or num_heads < 1 or q.shape[2] % (parts * num_heads):
+        packing = "3 * " if packed else ""
+        raise KernelLibraryError(f"q has shape {list(q.shape)}, not [batch, seq, {packing}{num_heads} * d]", field="q")
+    if not packed:
+        if k is None or v is None:
+            raise KernelLibraryError("k and v go together (both None: q is packed)", field="k/v")
+        k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (k, v))
+        if k.shape != q.shape or v.shape != q.shape:
+            raise KernelLibraryError("k and v must have q's shape", field="k/v")
     if mask is not None:
         mask = np.ascontiguousarray(mask)
         if mask.shape != q.shape[:2] or mask.dtype not in (np.int32, np.int64):
             raise KernelLibraryError("mask must be int32/int64 [batch, seq]", field="mask")
-    out = np.empty_like(q)
+    batch, seq, width = q.shape[0], q.shape[1], q.shape[2] // parts
+    out = np.empty((batch, seq, width), dtype=np.float32)
     err = ctypes.create_string_buffer(512)
-    batch, seq, width = q.shape
-    status = _lib().smp_attention(q.ctypes.data, k.ctypes.data, v.ctypes.data,
+    status = _lib().smp_attention(q.ctypes.data, None if packed else k.ctypes.data, None if packed else v.ctypes.data,
                                   None if mask is None else mask.ctypes.data,
                                   0 if mask is None else _ONNX_DTYPES[mask.dtype], batch, seq, num_heads,
-                                  width // num_heads, out.ctypes.data, int(threads), ISAS[isa], err, len(err))
+                                  width // num_heads, int(packed), out.ctypes.data, int(threads), ISAS[isa], err,
+                                  len(err))
     if status != 0:
         raise KernelLibraryError(err.value.decode(errors="replace"), field="ai.smp.Attention")
     return out

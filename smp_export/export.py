@@ -26,6 +26,7 @@ from .errors import ExportError, OutputExistsError
 from .formats.compact import CompactionConfig, CompactionResult, compact
 from .onnx_graph import GraphOptions, build_onnx_model, linear_initializer_name
 from .passes import sparse_initializer_pass
+from .passes.qkv import qkv_fusion_pass
 from .passes.sparse_kernel import module_of, sparse_kernel_pass
 from .validate import ValidationConfig, validate_export
 from runtime.versions import SOURCE_DIGEST_KEY, collect_versions, source_digest
@@ -97,8 +98,11 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, options: ExportOptions
     choices = _kernel_choices(ckpt, weights, options)
     if options.weights == "sparse-initializer":
         model = sparse_initializer_pass(model, [linear_initializer_name(n) for n in ckpt.masks])
-    elif options.weights in KERNEL_VARIANTS:
+    layer_sizes = None
+    if options.weights in KERNEL_VARIANTS:
         model = sparse_kernel_pass(model, {n: c.spec for n, c in choices.items() if c.spec is not None})
+        layer_sizes = _initializer_bytes(model)   # per linear, before Q, K and V are stacked
+        model = qkv_fusion_pass(model)
     model_path = directory / MODEL_FILE
     try:
         onnx.save(model, str(model_path))
@@ -108,7 +112,7 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, options: ExportOptions
     _write_config(ckpt, directory)
     _copy_tokenizer(ckpt, directory)
     validation = _validate(ckpt, model_path, options, _uses_kernels(model))
-    manifest = _manifest(ckpt, model, weights, compaction, validation, options, choices)
+    manifest = _manifest(ckpt, model, weights, compaction, validation, options, choices, layer_sizes)
     manifest.files = _file_sizes(directory)
     manifest.write(directory)
     manifest.files = _file_sizes(directory)
@@ -232,7 +236,7 @@ def _layer_bytes(name: str, sizes: dict[str, int]) -> int:
 
 def _manifest(ckpt: PrunedCheckpoint, model: onnx.ModelProto, weights: dict, compaction: CompactionResult | None,
               validation: ValidationRecord, options: ExportOptions,
-              choices: dict[str, LinearChoice] | None = None) -> Manifest:
+              choices: dict[str, LinearChoice] | None = None, layer_sizes: dict[str, int] | None = None) -> Manifest:
     sizes = _initializer_bytes(model)
     choices = choices or {}
     layers = []
@@ -244,7 +248,7 @@ def _manifest(ckpt: PrunedCheckpoint, model: onnx.ModelProto, weights: dict, com
             name=name, shape=list(mask.shape), stored_shape=stored,
             density=nnz / mask.numel(), nnz=nnz,
             format=_layer_format(name, stored, list(mask.shape), options, choices),
-            bytes=_layer_bytes(name, sizes),
+            bytes=_layer_bytes(name, layer_sizes or sizes),
             block_shape=list(choice.block_shape) if choice and choice.format == "bsr" else [],
             timings_ms=dict(choice.timings_ms) if choice else {}))
     total = sum(r.shape[0] * r.shape[1] for r in layers)

@@ -130,3 +130,42 @@ def test_inputs_that_disagree_fail_at_run_naming_the_node():
     with pytest.raises(Exception, match="num_heads \\* head_dim"):
         _session(_model(4, 16, width="w")).run(None, {"Q": q[..., :48], "K": q[..., :48], "V": q[..., :48],
                                                       "M": mask})
+
+
+@pytest.mark.parametrize("batch, seq, heads, d", [(1, 1, 1, 8), (3, 37, 2, 16), (2, 128, 12, 32), (2, 9, 2, 12)])
+@pytest.mark.parametrize("isa", ["auto", "portable"])
+def test_packed_qkv_equals_three_inputs(batch, seq, heads, d, isa):
+    """One [batch, seq, 3 * width] tensor (q | k | v per row, as one stacked projection writes
+    it): the same result, bit for bit, as the three separate inputs."""
+    rng = np.random.default_rng(seq + d)
+    q, k, v, mask = _inputs(rng, batch, seq, heads, d)
+    qkv = np.concatenate([q, k, v], axis=-1)
+    got = attention(qkv, None, None, mask, heads, threads=2, isa=isa)
+    np.testing.assert_array_equal(got, attention(q, k, v, mask, heads, threads=2, isa=isa))
+    assert_close(got, reference(q, k, v, mask, heads), ATTENTION_RTOL)
+    with pytest.raises(KernelLibraryError, match="k and v go together"):
+        attention(qkv, k, None, mask, heads)
+    with pytest.raises(KernelLibraryError, match="not \\[batch, seq, 3 \\* "):
+        attention(qkv[..., 1:], None, None, mask, heads)
+
+
+def _packed_model(heads: int, head_dim: int):
+    width = heads * head_dim
+    node = helper.make_node("Attention", ["QKV", "", "", "M"], ["Y"], domain=SPARSE_DOMAIN, name="att",
+                            shape=[heads, head_dim])
+    graph = helper.make_graph([node], "att", [helper.make_tensor_value_info("QKV", TensorProto.FLOAT, ["b", "s", "w"]),
+                                              helper.make_tensor_value_info("M", TensorProto.INT64, ["b", "s"])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["b", "s", width])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(SPARSE_DOMAIN, 1)],
+                             ir_version=8)
+
+
+def test_packed_operator_in_a_session():
+    rng = np.random.default_rng(6)
+    q, k, v, mask = _inputs(rng, 4, 23, 4, 16)
+    session = _session(_packed_model(4, 16))
+    got = session.run(None, {"QKV": np.concatenate([q, k, v], axis=-1), "M": mask})[0]
+    assert got.shape == (4, 23, 64)
+    assert_close(got, reference(q, k, v, mask, 4), ATTENTION_RTOL)
+    with pytest.raises(Exception, match="ai.smp.Attention node 'att'.*last dimension 64 != 3 \\* num_heads"):
+        session.run(None, {"QKV": q, "M": mask})

@@ -129,12 +129,13 @@ def test_sparse_kernel_export_validates_and_loads(tmp_path, head):
     assert manifest.validation.passed and manifest.validation.max_abs_diff <= 1e-4
     on_disk = Manifest.read(out)
     assert on_disk.custom_op_domains == ["ai.smp"] and on_disk.weights == "sparse-kernel"
-    assert {r.format for r in on_disk.layers} == {"csr"}
+    assert {r.format for r in on_disk.layers} == {"csr"} and all(r.bytes > 0 for r in on_disk.layers)
     assert on_disk.totals["formats"] == {"csr": 12}
     model = onnx.load(str(out / "model.onnx"))
     kernels = [n for n in model.graph.node if n.op_type == "SparseLinear"]
     ffns = [n for n in model.graph.node if n.op_type == "SparseFFN"]
-    assert len(kernels) == 8 and len(ffns) == 2                        # Q, K, V, O + one FFN per layer
+    assert len(kernels) == 4 and len(ffns) == 2                        # stacked QKV, O + one FFN per layer
+    assert sum(n.input[1].endswith(".qkv.crow_indices") for n in kernels) == 2
     assert all(len(n.input) == 13 and n.input[9] == n.input[0] for n in ffns)   # residual X, post-LayerNorm
     assert sum(len(n.input) == 9 for n in kernels) == 2                # attention output: residual + LayerNorm
     assert sum(n.op_type == "LayerNormalization" for n in model.graph.node) == 1       # the embeddings' only

@@ -43,15 +43,15 @@ void run_head(void* data, size_t index) {
     bias[j] = keep ? 0.0f : lowest;
   }
   for (int64_t j = s.seq; j < job.padded; ++j) bias[j] = -std::numeric_limits<float>::infinity();
-  const int64_t offset = b * s.seq * s.heads * s.head_dim + h * s.head_dim;
-  job.head(s, job.q + offset, job.k + offset, job.v + offset, bias, job.padded, kt, scores, job.out + offset);
+  const int64_t in = b * s.seq * s.ld_in + h * s.head_dim, out = b * s.seq * s.ld_out + h * s.head_dim;
+  job.head(s, job.q + in, job.k + in, job.v + in, bias, job.padded, kt, scores, job.out + out);
 }
 
 }  // namespace
 
 void attention_head_portable(const AttentionShape& s, const float* q, const float* k, const float* v,
                              const float* mask_bias, int64_t padded_seq, float*, float* scores, float* out) {
-  const int64_t ld = s.heads * s.head_dim, d = s.head_dim;
+  const int64_t ld = s.ld_in, d = s.head_dim;
   (void)padded_seq;
   for (int64_t i = 0; i < s.seq; ++i) {
     float best = -std::numeric_limits<float>::infinity();
@@ -67,7 +67,7 @@ void attention_head_portable(const AttentionShape& s, const float* q, const floa
       sum += scores[j];
     }
     const float inv = 1.0f / sum;
-    float* o = out + i * ld;
+    float* o = out + i * s.ld_out;
     for (int64_t c = 0; c < d; ++c) o[c] = 0.0f;
     for (int64_t j = 0; j < s.seq; ++j) {
       const float p = scores[j] * inv;
@@ -93,7 +93,24 @@ std::string check_attention(const std::vector<int64_t>& q, const std::vector<int
   shape->seq = q[1];
   shape->heads = heads;
   shape->head_dim = head_dim;
+  shape->ld_in = shape->ld_out = heads * head_dim;
   shape->scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  return "";
+}
+
+std::string check_packed_attention(const std::vector<int64_t>& qkv, const std::vector<int64_t>* mask, int64_t heads,
+                                   int64_t head_dim, AttentionShape* shape) {
+  if (heads < 1 || head_dim < 1 || heads > (int64_t(1) << 20) || head_dim > (int64_t(1) << 20))
+    return "attribute shape must be [num_heads >= 1, head_dim >= 1]";
+  if (qkv.size() != 3) return "packed query/key/value must have rank 3 [batch, seq, 3 * heads * head_dim]";
+  if (qkv[2] != 3 * heads * head_dim)
+    return "packed query/key/value's last dimension " + std::to_string(qkv[2]) + " != 3 * num_heads * head_dim = " +
+           std::to_string(3 * heads * head_dim);
+  std::vector<int64_t> q{qkv[0], qkv[1], heads * head_dim};
+  std::string err = check_attention(q, q, q, mask, heads, head_dim, shape);
+  if (!err.empty()) return err;
+  if (q[0] > 0 && q[1] > (int64_t(1) << 40) / std::max<int64_t>(1, q[0] * qkv[2])) return "query is too large";
+  shape->ld_in = qkv[2];
   return "";
 }
 

@@ -1,7 +1,8 @@
 // Scaled dot-product self-attention over projected Q, K, V: the ai.smp.Attention kernel.
 //
 // q, k, v, out: [batch, seq, heads * head_dim] row-major (the projections as the linears
-// produce them, no transposes). Per (batch, head):
+// produce them, no transposes), or q, k, v as the three parts of each row of one packed
+// [batch, seq, 3 * heads * head_dim] tensor. Per (batch, head):
 //   out_i = sum_j softmax_j(q_i . k_j * scale + m_j) v_j,  m_j = 0 where mask[b, j] != 0,
 //   else float32's lowest (Hugging Face BERT's additive mask).
 #pragma once
@@ -16,6 +17,9 @@ namespace smp {
 
 struct AttentionShape {
   int64_t batch = 0, seq = 0, heads = 0, head_dim = 0;
+  // Row strides (floats) of q / k / v and of out: heads * head_dim, or for q, k, v read from
+  // one packed [batch, seq, 3 * heads * head_dim] tensor, 3 * heads * head_dim.
+  int64_t ld_in = 0, ld_out = 0;
   float scale = 1.0f;
 };
 
@@ -37,6 +41,11 @@ void attention_head_avx2(const AttentionShape& s, const float* q, const float* k
 // mask: null, or [batch, seq] int32 (mask_dtype 6) / int64 (7). Returns "" or an error.
 std::string attention(const AttentionShape& shape, const float* q, const float* k, const float* v, const void* mask,
                       int mask_dtype, float* out, Isa isa, Runner& runner);
+
+// Checks the shape of a packed [batch, seq, 3 * heads * head_dim] query/key/value input (q, k
+// and v then start at 0, heads * head_dim and 2 * heads * head_dim of each row); fills *shape.
+std::string check_packed_attention(const std::vector<int64_t>& qkv, const std::vector<int64_t>* mask, int64_t heads,
+                                   int64_t head_dim, AttentionShape* shape);
 
 // Checks the shapes of an ai.smp.Attention call; fills *shape. dims as onnxruntime reports them.
 std::string check_attention(const std::vector<int64_t>& q, const std::vector<int64_t>& k,

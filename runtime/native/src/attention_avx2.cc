@@ -110,20 +110,21 @@ void mix_columns(const float* p, int64_t padded, const float* inv, const float* 
   }
 }
 
-// R query rows starting at q: scores, softmax, then the mix into out (row stride ld).
+// R query rows starting at q (row stride ld_in): scores, softmax, then the mix into out (row
+// stride ld_out).
 template <int R>
-void rows_pass(const float* q, int64_t ld, const float* kt, const float* vp, const float* bias, int64_t d,
-               int64_t seq, int64_t padded, float* scores, float* out) {
-  scores_rows<R>(q, ld, kt, bias, d, padded, scores);
+void rows_pass(const float* q, int64_t ld_in, const float* kt, const float* vp, const float* bias, int64_t d,
+               int64_t seq, int64_t padded, float* scores, float* out, int64_t ld_out) {
+  scores_rows<R>(q, ld_in, kt, bias, d, padded, scores);
   float inv[R];
   for (int r = 0; r < R; ++r) inv[r] = softmax_row(scores + r * padded, padded);
   int64_t c0 = 0;
-  for (; c0 + 16 <= d; c0 += 16) mix_columns<R, 2>(scores, padded, inv, vp, d, seq, c0, out, ld);
-  if (c0 < d) mix_columns<R, 1>(scores, padded, inv, vp, d, seq, c0, out, ld);
+  for (; c0 + 16 <= d; c0 += 16) mix_columns<R, 2>(scores, padded, inv, vp, d, seq, c0, out, ld_out);
+  if (c0 < d) mix_columns<R, 1>(scores, padded, inv, vp, d, seq, c0, out, ld_out);
 }
 
 using RowsPass = void (*)(const float*, int64_t, const float*, const float*, const float*, int64_t, int64_t, int64_t,
-                          float*, float*);
+                          float*, float*, int64_t);
 constexpr RowsPass kRowsPass[kAttentionRows + 1] = {nullptr,      rows_pass<1>, rows_pass<2>, rows_pass<3>,
                                                     rows_pass<4>, rows_pass<5>, rows_pass<6>};
 
@@ -131,7 +132,7 @@ constexpr RowsPass kRowsPass[kAttentionRows + 1] = {nullptr,      rows_pass<1>, 
 
 void attention_head_avx2(const AttentionShape& s, const float* q, const float* k, const float* v,
                          const float* mask_bias, int64_t padded, float* kt, float* scores, float* out) {
-  const int64_t ld = s.heads * s.head_dim, d = s.head_dim, seq = s.seq;
+  const int64_t ld = s.ld_in, d = s.head_dim, seq = s.seq;
   pack_kt(k, ld, seq, d, padded, s.scale, kt);
   float* vp = kt + d * padded;   // V rows, contiguous [seq][d]
   for (int64_t j = 0; j < seq; ++j)
@@ -142,9 +143,9 @@ void attention_head_avx2(const AttentionShape& s, const float* q, const float* k
     for (int64_t r = i + kAttentionRows; r < i + 2 * kAttentionRows && r < seq; ++r)
       for (int64_t c = 0; c < d; c += 16) {
         _mm_prefetch(reinterpret_cast<const char*>(q + r * ld + c), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(out + r * ld + c), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(out + r * s.ld_out + c), _MM_HINT_T0);
       }
-    kRowsPass[rows](q + i * ld, ld, kt, vp, mask_bias, d, seq, padded, scores, out + i * ld);
+    kRowsPass[rows](q + i * ld, ld, kt, vp, mask_bias, d, seq, padded, scores, out + i * s.ld_out, s.ld_out);
   }
 }
 

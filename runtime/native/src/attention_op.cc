@@ -3,6 +3,8 @@
 // Y = Attention(query, key, value[, mask]; shape = [num_heads, head_dim]) is BERT's
 // self-attention core on the projected [batch, seq, num_heads * head_dim] tensors (see
 // attention.h); mask is the [batch, seq] int32/int64 attention mask (0 = padding).
+// Y = Attention(qkv, , [, mask]) (key and value absent) reads all three from one
+// [batch, seq, 3 * num_heads * head_dim] tensor, e.g. one SparseLinear of the stacked weights.
 #include <string>
 #include <vector>
 
@@ -44,33 +46,40 @@ std::string compute(AttentionKernel* k, ort::KernelContext* ctx) {
   bool present[4] = {false, false, false, false};
   for (size_t i = 0; i < 4 && err.empty(); ++i) err = input_view(api, ctx, i, count, &in[i], &present[i]);
   if (!err.empty()) return err;
-  if (!(present[0] && present[1] && present[2])) return "query, key and value are required";
-  for (size_t i = 0; i < 3; ++i)
+  const bool packed = present[0] && !present[1] && !present[2];
+  if (!packed && !(present[0] && present[1] && present[2]))
+    return "query, key and value are required (or query alone, packed [batch, seq, 3 * num_heads * head_dim])";
+  for (size_t i = 0; i < (packed ? 1u : 3u); ++i)
     if (in[i].dtype != kDTypeFloat) return "query, key and value must be float32";
   if (present[3] && in[3].dtype != ort::kInt32 && in[3].dtype != ort::kInt64) return "mask must be int32 or int64";
   AttentionShape shape;
-  err = check_attention(in[0].dims, in[1].dims, in[2].dims, present[3] ? &in[3].dims : nullptr, k->heads,
-                        k->head_dim, &shape);
+  const std::vector<int64_t>* mask = present[3] ? &in[3].dims : nullptr;
+  err = packed ? check_packed_attention(in[0].dims, mask, k->heads, k->head_dim, &shape)
+               : check_attention(in[0].dims, in[1].dims, in[2].dims, mask, k->heads, k->head_dim, &shape);
   if (!err.empty()) return err;
   const int64_t elements = shape.batch * shape.seq * shape.heads * shape.head_dim;
-  if (elements > 0 && (in[0].data == nullptr || in[1].data == nullptr || in[2].data == nullptr ||
+  if (elements > 0 && (in[0].data == nullptr || (!packed && (in[1].data == nullptr || in[2].data == nullptr)) ||
                        (present[3] && in[3].data == nullptr)))
     return "an input has no data";
+  const float* q = static_cast<const float*>(in[0].data);
+  const int64_t width = shape.heads * shape.head_dim;
+  const float* kp = packed ? q + width : static_cast<const float*>(in[1].data);
+  const float* vp = packed ? q + 2 * width : static_cast<const float*>(in[2].data);
+  const std::vector<int64_t> out_dims{shape.batch, shape.seq, width};
   ort::Value* out = nullptr;
-  err = take_error(api, api.KernelContextGetOutput(ctx, 0, in[0].dims.data(), in[0].dims.size(), &out));
+  err = take_error(api, api.KernelContextGetOutput(ctx, 0, out_dims.data(), out_dims.size(), &out));
   void* y = nullptr;
   if (err.empty()) err = take_error(api, api.GetTensorMutableData(out, &y));
   if (!err.empty() || elements == 0) return err;
   OrtRunner runner(api, ctx);
-  return attention(shape, static_cast<const float*>(in[0].data), static_cast<const float*>(in[1].data),
-                   static_cast<const float*>(in[2].data), present[3] ? in[3].data : nullptr, in[3].dtype,
-                   static_cast<float*>(y), Isa::kAuto, runner);
+  return attention(shape, q, kp, vp, present[3] ? in[3].data : nullptr, in[3].dtype, static_cast<float*>(y),
+                   Isa::kAuto, runner);
 }
 
 const char* op_name(const ort::CustomOp*) { return kAttentionOpType; }
 int input_type(const ort::CustomOp*, size_t i) { return i < 3 ? ort::kFloat : ort::kUndefined; }
 size_t input_count(const ort::CustomOp*) { return 4; }
-int input_characteristic(const ort::CustomOp*, size_t i) { return i < 3 ? ort::kRequired : ort::kOptional; }
+int input_characteristic(const ort::CustomOp*, size_t i) { return i == 0 ? ort::kRequired : ort::kOptional; }
 
 }  // namespace
 

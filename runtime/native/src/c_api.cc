@@ -154,17 +154,24 @@ SMP_EXPORT int smp_sparse_linear(const float* x, int64_t m, const void* crow, in
   return 1;
 }
 
-// ai.smp.Attention without onnxruntime: q, k, v, out [batch, seq, heads * head_dim]; mask
+// ai.smp.Attention without onnxruntime: q, k, v, out [batch, seq, heads * head_dim]; or, with
+// packed = 1, q [batch, seq, 3 * heads * head_dim] holding all three (k and v ignored). mask
 // [batch, seq] of mask_dtype 6 (int32) / 7 (int64), or null. Returns 0, or 1 with a message.
 SMP_EXPORT int smp_attention(const float* q, const float* k, const float* v, const void* mask, int32_t mask_dtype,
-                             int64_t batch, int64_t seq, int64_t heads, int64_t head_dim, float* out, int32_t threads,
-                             int32_t isa, char* err, size_t err_len) {
+                             int64_t batch, int64_t seq, int64_t heads, int64_t head_dim, int32_t packed, float* out,
+                             int32_t threads, int32_t isa, char* err, size_t err_len) {
   try {
     const std::vector<int64_t> dims{batch, seq, heads * head_dim}, mask_dims{batch, seq};
+    const std::vector<int64_t> packed_dims{batch, seq, 3 * heads * head_dim};
+    const std::vector<int64_t>* m = mask != nullptr ? &mask_dims : nullptr;
     smp::AttentionShape shape;
-    std::string msg = smp::check_attention(dims, dims, dims, mask != nullptr ? &mask_dims : nullptr, heads,
-                                           head_dim, &shape);
+    std::string msg = packed ? smp::check_packed_attention(packed_dims, m, heads, head_dim, &shape)
+                             : smp::check_attention(dims, dims, dims, m, heads, head_dim, &shape);
     if (msg.empty()) {
+      if (packed) {
+        k = q + heads * head_dim;
+        v = q + 2 * heads * head_dim;
+      }
       smp::ThreadRunner runner(threads);
       msg = smp::attention(shape, q, k, v, mask, mask_dtype, out, static_cast<smp::Isa>(isa), runner);
     }
