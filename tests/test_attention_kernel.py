@@ -169,3 +169,17 @@ def test_packed_operator_in_a_session():
     assert_close(got, reference(q, k, v, mask, 4), ATTENTION_RTOL)
     with pytest.raises(Exception, match="ai.smp.Attention node 'att'.*last dimension 64 != 3 \\* num_heads"):
         session.run(None, {"QKV": q, "M": mask})
+
+
+def test_key_without_value_fails_at_run_naming_the_node():
+    rng = np.random.default_rng(7)
+    q, k, _, mask = _inputs(rng, 2, 5, 4, 16)
+    node = helper.make_node("Attention", ["Q", "K", "", "M"], ["Y"], domain=SPARSE_DOMAIN, name="att", shape=[4, 16])
+    graph = helper.make_graph([node], "att", [helper.make_tensor_value_info("Q", TensorProto.FLOAT, ["b", "s", 64]),
+                                              helper.make_tensor_value_info("K", TensorProto.FLOAT, ["b", "s", 64]),
+                                              helper.make_tensor_value_info("M", TensorProto.INT64, ["b", "s"])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["b", "s", 64])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(SPARSE_DOMAIN, 1)],
+                              ir_version=8)
+    with pytest.raises(Exception, match="ai.smp.Attention node 'att': query, key and value are required"):
+        _session(model).run(None, {"Q": q, "K": k, "M": mask})
