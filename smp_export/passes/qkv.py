@@ -26,14 +26,11 @@ from onnx import helper, numpy_helper
 from runtime.kernels import ATTENTION_OP, SPARSE_DOMAIN, SPARSE_OP
 
 from ..onnx_graph import node_path
+from .sparse_kernel import node_attrs
 
 logger = logging.getLogger(__name__)
 
 _KEYS = ("crow_indices", "col_indices", "values", "bias")
-
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _producers(graph: onnx.GraphProto, attention: onnx.NodeProto) -> list[onnx.NodeProto] | None:
@@ -45,7 +42,7 @@ def _producers(graph: onnx.GraphProto, attention: onnx.NodeProto) -> list[onnx.N
     nodes = [by_output.get(name) for name in attention.input[:3]]
     if any(n is None or n.op_type != SPARSE_OP or n.domain != SPARSE_DOMAIN or len(n.input) > 5 for n in nodes):
         return None
-    attrs = [_attrs(n) for n in nodes]
+    attrs = [node_attrs(n) for n in nodes]
     if len({n.input[0] for n in nodes}) != 1 or any(a.get("activation", b"") not in (b"", "") for a in attrs):
         return None
     if len({tuple(a.get("block_shape", [1, 1])) for a in attrs}) != 1 or len({a["shape"][1] for a in attrs}) != 1:
@@ -84,7 +81,7 @@ def qkv_fusion_pass(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         arrays = [{key: numpy_helper.to_array(inits[name]) for key, name in zip(_KEYS, n.input[1:]) if name}
                   for n in nodes]
-        rows = [int(_attrs(n)["shape"][0]) for n in nodes]
+        rows = [int(node_attrs(n)["shape"][0]) for n in nodes]
         if len(set(rows)) != 1:
             continue
         stacked = _stacked(arrays, rows)
@@ -94,10 +91,10 @@ def qkv_fusion_pass(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         for name, key in zip(names, _KEYS):
             graph.initializer.append(numpy_helper.from_array(stacked[key], name))
-        attrs = _attrs(nodes[0])
+        attrs = node_attrs(nodes[0])
         output = f"{node_path(first)}/qkv/output_0"
-        node = helper.make_node(SPARSE_OP, [nodes[0].input[0], *names], [output], name=f"{node_path(first)}/qkv/{SPARSE_OP}",
-                                domain=SPARSE_DOMAIN, shape=[sum(rows), int(attrs["shape"][1])],
+        node = helper.make_node(SPARSE_OP, [nodes[0].input[0], *names], [output],
+                                name=f"{node_path(first)}/qkv/{SPARSE_OP}", domain=SPARSE_DOMAIN, shape=[sum(rows), int(attrs["shape"][1])],
                                 block_shape=list(attrs.get("block_shape", [1, 1])))
         position = min(list(graph.node).index(n) for n in nodes)
         for n in nodes:

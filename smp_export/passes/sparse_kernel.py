@@ -190,7 +190,7 @@ def _fuse_layer_norm(graph: onnx.GraphProto, node: onnx.NodeProto, rows: int) ->
     ln = _only_consumer(graph, node.output[0], "LayerNormalization")
     if ln is None or len(ln.input) != 3 or len([o for o in ln.output if o]) != 1:
         return False
-    attrs = {a.name: helper.get_attribute_value(a) for a in ln.attribute}
+    attrs = node_attrs(ln)
     if attrs.get("axis", -1) not in (-1,) or attrs.get("stash_type", 1) != 1:
         return False
     inits = {init.name: init for init in graph.initializer}
@@ -207,7 +207,8 @@ def _fuse_layer_norm(graph: onnx.GraphProto, node: onnx.NodeProto, rows: int) ->
     return True
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
+def node_attrs(node: onnx.NodeProto) -> dict:
+    """A node's attributes by name (ints lists, bytes strings, ...)."""
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
@@ -217,7 +218,7 @@ def _fuse_ffn(graph: onnx.GraphProto, first: onnx.NodeProto) -> bool:
     if (second is None or second.domain != SPARSE_DOMAIN or second.input[0] != first.output[0]
             or first.output[0] in {o.name for o in graph.output} or len(first.input) > 5):
         return False
-    a, b = _attrs(first), _attrs(second)
+    a, b = node_attrs(first), node_attrs(second)
     if b.get("activation", b"") not in (b"", ""):
         return False
     pad = (lambda inputs, n: list(inputs) + [""] * (n - len(inputs)))

@@ -80,8 +80,9 @@ std::string sparse_linear(const PackedMatrix& w, const float* x, int64_t m, floa
 
 // The two linears of a transformer feed-forward block in one call:
 //   y[m, w2.rows] = LN(act(x W1^T + b1) W2^T + b2 (+ residual [m, w2.rows]))
-// with w1 [inner, hidden], w2 [out, inner]; LayerNorm as in Epilogue when ffn.ln_gamma is set. The [m, inner] hidden activations are never written
-// out: each 32-token tile of them lives in the thread's cache between the two products.
+// with w1 [inner, hidden], w2 [out, inner]; LayerNorm as in Epilogue when ffn.ln_gamma is set.
+// The [m, inner] hidden activations are never written out: each 32-token tile of them lives in
+// the thread's cache between the two products.
 struct FfnOptions {
   int activation = kActivationNone;
   const float* residual = nullptr;
