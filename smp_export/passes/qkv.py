@@ -94,7 +94,8 @@ def qkv_fusion_pass(model: onnx.ModelProto) -> onnx.ModelProto:
         attrs = node_attrs(nodes[0])
         output = f"{node_path(first)}/qkv/output_0"
         node = helper.make_node(SPARSE_OP, [nodes[0].input[0], *names], [output],
-                                name=f"{node_path(first)}/qkv/{SPARSE_OP}", domain=SPARSE_DOMAIN, shape=[sum(rows), int(attrs["shape"][1])],
+                                name=f"{node_path(first)}/qkv/{SPARSE_OP}", domain=SPARSE_DOMAIN,
+                                shape=[sum(rows), int(attrs["shape"][1])],
                                 block_shape=list(attrs.get("block_shape", [1, 1])))
         position = min(list(graph.node).index(n) for n in nodes)
         for n in nodes:
