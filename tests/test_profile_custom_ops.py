@@ -20,6 +20,10 @@ def test_sparse_kernel_export_profiles_with_the_project_library(tmp_path):
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     summary = profile_model(out / "model.onnx", feeds, runs=1, custom_op_libraries=libraries)
     assert summary is not None
+    # Stacked Q/K/V and attention output (SparseLinear), feed-forward (SparseFFN), Attention:
+    assert {"SparseLinear", "SparseFFN", "Attention"} <= set(summary.op_ms)
+    assert summary.category_ms["pruned_linears"] > 0 and summary.category_ms["attention"] > 0
+    assert summary.category_ms.get("activation", 0.0) == 0.0        # GELU runs inside SparseFFN
 
 
 def test_plain_export_needs_no_library(tmp_path):
