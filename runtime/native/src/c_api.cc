@@ -51,7 +51,8 @@ struct SmpWeight {
 
 namespace {
 
-std::string pack_weight(const SmpWeight* w, smp::PackedMatrix* out) {
+// chunk_cols <= 0: the default chunking.
+std::string pack_weight(const SmpWeight* w, int64_t chunk_cols, smp::PackedMatrix* out) {
   if (w == nullptr) return "weight missing";
   std::vector<int64_t> s(w->shape, w->shape + (w->shape_len > 0 ? w->shape_len : 0));
   std::vector<int64_t> b(w->block, w->block + (w->block_len > 0 ? w->block_len : 0));
@@ -62,7 +63,15 @@ std::string pack_weight(const SmpWeight* w, smp::PackedMatrix* out) {
   const smp::TensorView bias = v(w->bias);
   return smp::pack_matrix(rows, cols, bh, bw, v(w->crow), v(w->col), v(w->values),
                           w->bias.data != nullptr || w->bias.rank > 0 ? &bias : nullptr,
-                          smp::default_chunk_cols(cols, bw), out);
+                          chunk_cols > 0 ? chunk_cols : smp::default_chunk_cols(cols, bw), out);
+}
+
+// The checks both kernel entries make of their scalar arguments.
+std::string check_call(int64_t m, int32_t activation) {
+  if (m < 0) return "m must be >= 0";
+  if (activation != smp::kActivationNone && activation != smp::kActivationGelu)
+    return "activation must be 0 (none) or 1 (gelu)";
+  return "";
 }
 
 }  // namespace
@@ -77,15 +86,13 @@ SMP_EXPORT int smp_sparse_ffn(const float* x, int64_t m, const SmpWeight* w1, co
                               size_t err_len) {
   try {
     smp::PackedMatrix p1, p2;
-    std::string msg = pack_weight(w1, &p1);
+    std::string msg = pack_weight(w1, 0, &p1);
     if (!msg.empty()) msg = "weight 1: " + msg;
     if (msg.empty()) {
-      msg = pack_weight(w2, &p2);
+      msg = pack_weight(w2, 0, &p2);
       if (!msg.empty()) msg = "weight 2: " + msg;
     }
-    if (msg.empty() && m < 0) msg = "m must be >= 0";
-    if (msg.empty() && activation != smp::kActivationNone && activation != smp::kActivationGelu)
-      msg = "activation must be 0 (none) or 1 (gelu)";
+    if (msg.empty()) msg = check_call(m, activation);
     if (msg.empty() && ln_gamma != nullptr && ln_beta == nullptr) msg = "ln_beta is required with ln_gamma";
     if (msg.empty()) {
       smp::ThreadRunner runner(threads);
@@ -106,8 +113,8 @@ SMP_EXPORT int smp_sparse_ffn(const float* x, int64_t m, const SmpWeight* w1, co
 }
 
 // Validates and runs y[m, shape[0]] = act(x[m, shape[1]] W^T + bias) (+ residual, shaped
-// like y), then LayerNorm over each row when ln_gamma / ln_beta ([rows]) are given. Each array comes with its dtype (ONNX numbering) and dims, exactly as an
-// onnxruntime tensor would. Returns 0, or 1 with a message in err. isa: -1 auto, 0 portable,
+// like y), then LayerNorm over each row when ln_gamma / ln_beta ([rows]) are given. Each
+// array comes with its dtype (ONNX numbering) and dims, exactly as an onnxruntime tensor would. Returns 0, or 1 with a message in err. isa: -1 auto, 0 portable,
 // 1 avx2. threads: >= 1. activation: 0 none, 1 gelu.
 SMP_EXPORT int smp_sparse_linear(const float* x, int64_t m, const void* crow, int32_t crow_dtype,
                                  const int64_t* crow_dims, int32_t crow_rank, const void* col, int32_t col_dtype,
@@ -119,22 +126,14 @@ SMP_EXPORT int smp_sparse_linear(const float* x, int64_t m, const void* crow, in
                                  const float* residual, const float* ln_gamma, const float* ln_beta,
                                  float ln_epsilon, char* err, size_t err_len) {
   try {
-    std::vector<int64_t> s(shape, shape + (shape_len > 0 ? shape_len : 0));
-    std::vector<int64_t> b(block, block + (block_len > 0 ? block_len : 0));
-    int64_t rows = 0, cols = 0, bh = 1, bw = 1;
-    std::string msg = smp::check_attributes(s, b, &rows, &cols, &bh, &bw);
+    const SmpWeight weight{{crow, crow_dtype, crow_rank, crow_dims},
+                           {col, col_dtype, col_rank, col_dims},
+                           {values, values_dtype, values_rank, values_dims},
+                           {bias, bias_dtype, bias_rank, bias_dims},
+                           shape, shape_len, block, block_len};
     smp::PackedMatrix packed;
-    const smp::TensorView bias_view = view(bias, bias_dtype, bias_dims, bias_rank);
-    if (msg.empty()) {
-      if (chunk_cols <= 0) chunk_cols = smp::default_chunk_cols(cols, bw);
-      msg = smp::pack_matrix(rows, cols, bh, bw, view(crow, crow_dtype, crow_dims, crow_rank),
-                             view(col, col_dtype, col_dims, col_rank),
-                             view(values, values_dtype, values_dims, values_rank),
-                             bias != nullptr || bias_rank > 0 ? &bias_view : nullptr, chunk_cols, &packed);
-    }
-    if (msg.empty() && m < 0) msg = "m must be >= 0";
-    if (msg.empty() && activation != smp::kActivationNone && activation != smp::kActivationGelu)
-      msg = "activation must be 0 (none) or 1 (gelu)";
+    std::string msg = pack_weight(&weight, chunk_cols, &packed);
+    if (msg.empty()) msg = check_call(m, activation);
     if (msg.empty()) {
       smp::ThreadRunner runner(threads);
       smp::Epilogue epilogue;
