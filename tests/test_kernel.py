@@ -52,6 +52,21 @@ def test_edge_cases(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("chunk", [0, 16])
+def test_every_row_length_of_the_unrolled_loop(isa, chunk):
+    # Row i holds exactly i nonzeros: the AVX2 CSR loop takes four at a time, then a pair and
+    # a single one, so lengths 0..13 reach every tail (and chunking splits them further).
+    rng = np.random.default_rng(6)
+    cols = 40
+    w = np.zeros((14, cols), np.float32)
+    for i in range(14):
+        w[i, rng.choice(cols, size=i, replace=False)] = rng.standard_normal(i)
+    b = rng.standard_normal(14).astype(np.float32)
+    x = rng.standard_normal((45, cols)).astype(np.float32)
+    assert_close(sparse_linear(x, *csr_arrays(w), b, (14, cols), isa=isa, chunk_cols=chunk), reference(x, w, b))
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("chunk", [0, 8, 24])
 def test_column_chunks_and_int64_indices(isa, chunk):
     rng = np.random.default_rng(2)

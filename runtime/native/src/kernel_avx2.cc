@@ -85,6 +85,32 @@ inline void row_bw1(float* acc_row, Acc start, const float* xc, const int32_t* o
   store4(acc_row, a, b);
 }
 
+// One CSR row (blocks 1 x 1, values contiguous). The loop is bound by loads, not FMAs: one
+// 16-byte load now feeds four weights through in-lane splats (vpermilps), where four broadcast
+// loads did before; on Zen 3 this took the inner loop from about 1.45 to 1.25-1.30 ns per
+// nonzero and 32-token tile with X^T in L2 (from 1.16 to 0.98 in L1). Nonzeros go to the two
+// accumulator sets in the same order as row_bw1, so the sums are bit-identical to it.
+inline void row_csr(float* acc_row, Acc start, const float* xc, const int32_t* off, const float* v, int64_t begin,
+                    int64_t end) {
+  Acc a = start;
+  Acc b = splat4(0.0f);
+  int64_t e = begin;
+  for (; e + 4 <= end; e += 4) {
+    const __m256 w4 = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(v + e));
+    fma4(a, _mm256_permute_ps(w4, 0x00), xc + off[e]);
+    fma4(b, _mm256_permute_ps(w4, 0x55), xc + off[e + 1]);
+    fma4(a, _mm256_permute_ps(w4, 0xAA), xc + off[e + 2]);
+    fma4(b, _mm256_permute_ps(w4, 0xFF), xc + off[e + 3]);
+  }
+  if (e + 2 <= end) {
+    fma4(a, _mm256_broadcast_ss(v + e), xc + off[e]);
+    fma4(b, _mm256_broadcast_ss(v + e + 1), xc + off[e + 1]);
+    e += 2;
+  }
+  if (e < end) fma4(a, _mm256_broadcast_ss(v + e), xc + off[e]);
+  store4(acc_row, a, b);
+}
+
 // One output row of a block row with blocks of width bw >= 2 (row-major bh x bw values).
 inline void row_blocks(float* acc_row, const float* xc, const int32_t* off, const float* v, int64_t bsize,
                        int64_t bw, int64_t begin, int64_t end) {
@@ -136,13 +162,8 @@ void accumulate_avx2(const PackedMatrix& w, const float* xt, int64_t r0, int64_t
   if (w.num_chunks == 1 && bw == 1 && bh == 1) {
     // One chunk: accumulators start from the bias in registers and are stored once.
     const int64_t* rp = w.chunk_row_ptr(0);
-    for (int64_t br = r0 / bh; br < r1 / bh; ++br) {
-      for (int64_t i = 0; i < bh; ++i) {
-        const int64_t r = br * bh + i;
-        row_bw1(yt + (r - r0) * kTile, splat4(w.bias[r]), xt, w.col_off.data(), w.values.data() + i, bsize,
-                rp[br], rp[br + 1]);
-      }
-    }
+    for (int64_t r = r0; r < r1; ++r)
+      row_csr(yt + (r - r0) * kTile, splat4(w.bias[r]), xt, w.col_off.data(), w.values.data(), rp[r], rp[r + 1]);
     return;
   }
   for (int64_t r = r0; r < r1; ++r) {
@@ -167,7 +188,9 @@ void accumulate_avx2(const PackedMatrix& w, const float* xt, int64_t r0, int64_t
       for (; i < bh; ++i) {
         float* acc_row = yt + (br * bh + i - r0) * kTile;
         const float* v = w.values.data() + i * bw;
-        if (bw == 1) {
+        if (bsize == 1) {
+          row_csr(acc_row, load4(acc_row), xc, w.col_off.data(), v, rp[br], rp[br + 1]);
+        } else if (bw == 1) {
           row_bw1(acc_row, load4(acc_row), xc, w.col_off.data(), v, bsize, rp[br], rp[br + 1]);
         } else {
           row_blocks(acc_row, xc, w.col_off.data(), v, bsize, bw, rp[br], rp[br + 1]);
