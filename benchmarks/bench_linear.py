@@ -7,8 +7,11 @@
 One linear: X [tokens, 768] @ W^T [768, 3072] + b, random magnitude-free mask at the given
 sparsity. Peers in the same rounds: onnxruntime's com.microsoft.SparseToDenseMatMul (CSR fed as
 a sparse OrtValue, Y^T = W X^T; it cannot take a sparse initializer) and torch CSR
-(``torch.sparse.mm``), each followed by the bias add and transpose the linear needs. Whole model: the packaged MiniLM magnitude-pruned per matrix, exported dense and
-sparse-kernel (and auto with --auto), run through runtime.session.ModelSession. ``dense-mha``
+(``torch.sparse.mm``), each followed by the bias add and transpose the linear needs; and what
+compaction could remove (all-zero rows and columns of W: none for a random mask at these
+sparsities, so the compacted linear is the dense one). Whole model: the packaged MiniLM
+magnitude-pruned per matrix, exported dense, compact (heads and FFN neurons that are provably
+dead removed) and sparse-kernel (and auto with --auto), run through runtime.session.ModelSession. ``dense-mha``
 and ``sparse-kernel-mha`` use onnxruntime's com.microsoft.MultiHeadAttention (sparse-kernel
 itself uses the ai.smp.Attention kernel): dense-mha is the part of a speed-up that fused
 attention alone gives a dense model. bert-base is a
@@ -120,6 +123,14 @@ def _single(run, calls: int) -> list[float]:
     return out
 
 
+def _compaction(w: np.ndarray) -> dict:
+    """What structural compaction could drop from one linear: all-zero rows of W (outputs that
+    are just the bias) and all-zero columns (inputs never read). With none, the compacted linear
+    is the dense one and its time is ort-dense's."""
+    return {"zero_rows": int((~w.any(axis=1)).sum()), "zero_cols": int((~w.any(axis=0)).sum()),
+            "rows": int(w.shape[0]), "cols": int(w.shape[1])}
+
+
 def linear_suite(args) -> list[dict]:
     from smp_export.autotune import _dense_model
     from smp_export.passes.sparse_kernel import KernelSpec, sparse_kernel_pass
@@ -140,7 +151,7 @@ def linear_suite(args) -> list[dict]:
             rounds = args.rounds or (9 if tokens >= 1024 else 200)
             dense_run = (lambda: dense.run(None, {"X": x}))
             runs = {"ort-dense": dense_run, "sparse-kernel": lambda: sparse.run(None, {"X": x})}
-            extra = {"shape": [tokens, 768, 3072]}
+            extra = {"shape": [tokens, 768, 3072], "compaction": _compaction(w)}
             times = _interleaved(runs, rounds, args.warmup)
             peer_times = None
             if not args.no_peers:
@@ -185,7 +196,7 @@ def _model_exports(suite: str, sparsity: float, directory: Path, args) -> dict[s
     write_magnitude_mask_file(model_dir, 1.0 - sparsity, mask)
     ckpt = read_checkpoint(model_dir, ReadOptions(mask_file=mask), input_format="packed")
     tune = AutotuneConfig(tokens=tuple(b * args.seq_len for b in args.batch), threads=args.threads)
-    variants = {"dense": {}, "dense-mha": {"graph": GraphOptions(attention="mha")},
+    variants = {"dense": {}, "compact": {}, "dense-mha": {"graph": GraphOptions(attention="mha")},
                 "sparse-kernel-mha": {"graph": GraphOptions(attention="mha")}, "sparse-kernel": {}}
     if args.auto:
         variants["auto"] = {"autotune": tune}
@@ -296,6 +307,12 @@ def markdown(payload: dict, title: str) -> str:
                          f"{r['size']} tokens / {r['sparsity']}: ort-dense {r['peer_rounds_ort_dense']['p50_ms']:.2f} ms"
                          for r in records if "peer_rounds_ort_dense" in r) + ".")
     for r in records:
+        if "compaction" in r:
+            c = r["compaction"]
+            lines.append(f"\ncompaction at {r['size']} tokens, sparsity {r['sparsity']}: {c['zero_rows']} of {c['rows']} "
+                         f"rows and {c['zero_cols']} of {c['cols']} columns of W are all zero"
+                         + (", so the compacted linear is the dense one (the ort-dense column)"
+                            if c["zero_rows"] == c["zero_cols"] == 0 else ""))
         if "ort_sparse_to_dense_ms_separate" in r:
             lines.append(f"\nort-sparse-to-dense at {r['size']} tokens, sparsity {r['sparsity']}: "
                          f"{r['ort_sparse_to_dense_ms_separate']} ms (two calls after a warm-up, outside the rounds: "

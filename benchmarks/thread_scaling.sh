@@ -6,8 +6,8 @@
 #
 # Expects Python with torch, transformers, onnx, onnxruntime and CMake; nothing is downloaded.
 # 1. builds libsmp_sparse.so with CMake unless SMP_SPARSE_LIBRARY is set;
-# 2. one linear (X [tokens, 768] @ W^T [768, 3072], 90% sparse) at each thread count of
-#    SCALING_THREADS (default "16 4 2 1"): benchmarks/bench_linear.py --no-peers;
+# 2. one linear (X [tokens, 768] @ W^T [768, 3072], SCALING_SPARSITY sparse, default "0.9 0.97")
+#    at each thread count of SCALING_THREADS (default "16 4 2 1"): benchmarks/bench_linear.py --no-peers;
 # 3. smp-bench --profile of a MiniLM-shaped random model at 90% magnitude sparsity, ort-dense vs
 #    sparse-kernel, batch 32 x 128, at the largest and the smallest of SCALING_THREADS.
 set -uo pipefail
@@ -16,6 +16,7 @@ ROOT=$(pwd)
 PY=${PYTHON:-python3}
 RESULTS=${OUT:-$ROOT/build/scaling}
 THREADS=${SCALING_THREADS:-16 4 2 1}
+SPARSITY=${SCALING_SPARSITY:-0.9 0.97}
 mkdir -p "$RESULTS"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [ -z "${SMP_SPARSE_LIBRARY:-}" ]; then
@@ -24,10 +25,11 @@ if [ -z "${SMP_SPARSE_LIBRARY:-}" ]; then
     || { echo "error: building the kernel library failed ($RESULTS/native-build.log)"; exit 3; }
   export SMP_SPARSE_LIBRARY=$ROOT/build/native-check/libsmp_sparse.so
 fi
-nproc; lscpu 2>/dev/null | grep -E "Model name|^CPU\(s\)|Thread|L2|L3|Flags" | cut -c1-200
+nproc; lscpu 2>/dev/null | grep -E "Model name|^CPU\(s\)|Thread|L1d|L2|L3"
+echo "vector extensions: $(grep -o -w -E 'avx2|fma|avx512[a-z_]*|amx[a-z_]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 for t in $THREADS; do
   echo "== one linear, $t threads"
-  "$PY" benchmarks/bench_linear.py --suite linear --sparsity 0.9 --threads "$t" --no-peers --out-dir "$RESULTS" \
+  "$PY" benchmarks/bench_linear.py --suite linear --sparsity $SPARSITY --threads "$t" --no-peers --out-dir "$RESULTS" \
     2>&1 | grep -v Warning
 done
 set -- $THREADS
