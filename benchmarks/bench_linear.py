@@ -11,8 +11,8 @@ a sparse OrtValue, Y^T = W X^T; it cannot take a sparse initializer) and torch C
 compaction could remove (all-zero rows and columns of W: none for a random mask at these
 sparsities, so the compacted linear is the dense one). Whole model: the packaged MiniLM
 magnitude-pruned per matrix, exported dense, compact (heads and FFN neurons that are provably
-dead removed) and sparse-kernel (and auto with --auto), run through runtime.session.ModelSession. ``dense-mha``
-and ``sparse-kernel-mha`` use onnxruntime's com.microsoft.MultiHeadAttention (sparse-kernel
+dead removed) and sparse-kernel (and auto with --auto), run through
+runtime.session.ModelSession. ``dense-mha`` and ``sparse-kernel-mha`` use onnxruntime's com.microsoft.MultiHeadAttention (sparse-kernel
 itself uses the ai.smp.Attention kernel): dense-mha is the part of a speed-up that fused
 attention alone gives a dense model. bert-base is a
 BERT-base-shaped encoder (12 layers, hidden 768, 12 heads, FFN 3072) with random weights built
