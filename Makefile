@@ -9,12 +9,13 @@ DEMO_RUNS ?= 10
 
 setup: $(VENV)/.installed
 
-# torch first (the CPU wheel on local disk), then the project with one onnxruntime build.
+# torch first (the CPU wheel on local disk), then the project with one onnxruntime build and
+# every extra (export, train, bench, test); a deployment needs only `pip install ".[cpu]"`.
 $(VENV)/.installed: pyproject.toml $(wildcard runtime/native/*.txt runtime/native/src/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[cpu,test]"
+	$(PY) -m pip install -q -e ".[cpu,export,train,bench,test]"
 	touch $@
 
 # Export the SMP-pruned MiniLM shipped in checkpoints/ (every variant, validated), then measure

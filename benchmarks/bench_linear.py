@@ -19,7 +19,7 @@ BERT-base-shaped encoder (12 layers, hidden 768, 12 heads, FFN 3072) with random
 here (no download): speed depends on shapes and masks, not on the values.
 
 Every round runs each variant once, interleaved (A B A B ...), after warm-up rounds; the
-speed-up is the ratio of medians against onnxruntime dense in the same run (runtime.stats).
+speed-up is the ratio of medians against onnxruntime dense in the same run (smp_bench.stats).
 Results go to benchmarks/results/<UTC stamp>-<suite>-<cpu>.json and .md with the machine's
 load average: record on a quiet machine.
 """
@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 # runs interleaved after it (at 128 tokens the dense baseline measured 9.7 ms instead of ~5).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from runtime.bench.harness import Runner, TimingPlan, time_interleaved  # noqa: E402
-from runtime.stats import environment, speedup, summarize  # noqa: E402
+from smp_bench.harness import Runner, TimingPlan, time_interleaved  # noqa: E402
+from smp_bench.stats import environment, speedup, summarize  # noqa: E402
 
 # Targets of issue #4 (ratio of medians vs onnxruntime dense).
 LINEAR_TARGETS = {(4096, 0.9): 7.0, (4096, 0.97): 20.0, (128, 0.9): 5.0, (128, 0.97): 12.0}
@@ -186,7 +186,7 @@ def _model_dir(suite: str, directory: Path) -> Path:
 
 def _model_exports(suite: str, sparsity: float, directory: Path, args) -> dict[str, Path]:
     from smp_export.autotune import AutotuneConfig
-    from smp_export.default_model import write_magnitude_mask_file
+    from smp_export.magnitude import write_magnitude_mask_file
     from smp_export.export import ExportOptions, export_onnx
     from smp_export.onnx_graph import GraphOptions
     from smp_export.readers import ReadOptions, read_checkpoint

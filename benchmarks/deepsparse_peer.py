@@ -30,7 +30,8 @@ def _export(sparsity: float, seq_len: int, directory: Path) -> Path:
     sys.path.insert(0, str(ROOT))
     import onnx
 
-    from smp_export.default_model import default_model_dir, write_magnitude_mask_file
+    from smp_export.default_model import default_model_dir
+from smp_export.magnitude import write_magnitude_mask_file
     from smp_export.export import ExportOptions, export_onnx
     from smp_export.readers import ReadOptions, read_checkpoint
 
@@ -67,7 +68,7 @@ def run_peer(models: list[str], batches: list[int], rounds: int, warmup: int) ->
     from deepsparse import compile_model
 
     sys.path.insert(0, str(ROOT))        # the harness is plain Python: usable from the peer venv
-    from runtime.bench.harness import Runner, TimingPlan, time_interleaved
+    from smp_bench.harness import Runner, TimingPlan, time_interleaved
 
     records = []
     for model in models:

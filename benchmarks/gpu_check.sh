@@ -160,9 +160,8 @@ try:
 except ImportError:
     data = "none"
 
-from smp_export.bench import BenchConfig, run_benchmark
-from smp_export.errors import SmpExportError
-from runtime.errors import RuntimeErrorBase
+from smp_bench import BenchConfig, run_benchmark
+from runtime.errors import SmpError
 
 sweep = tuple(float(x) for x in env["GPU_CHECK_SWEEP"].split(","))
 runs = 2 if dry else int(env["GPU_CHECK_RUNS"])
@@ -187,7 +186,7 @@ for label, extra in plans:
     start = time.perf_counter()
     try:
         result = run_benchmark(BenchConfig(output_dir=out, command=command, **options), echo=print)
-    except (SmpExportError, RuntimeErrorBase) as exc:
+    except SmpError as exc:
         print(f"error ({label}): {exc}")
         failed += 1
         continue

@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.stats import environment  # noqa: E402
+from smp_bench.stats import environment  # noqa: E402
 
 log = logging.getLogger("serve_load")
 

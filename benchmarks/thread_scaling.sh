@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 import torch
 from transformers import BertConfig, BertModel
-from smp_export.bench import BenchConfig, run_benchmark
+from smp_bench import BenchConfig, run_benchmark
 results, threads = Path(sys.argv[1]), sorted({int(sys.argv[2]), int(sys.argv[3])}, reverse=True)
 model = Path("build/scaling-minilm-shape")
 if not (model / "model.safetensors").is_file():

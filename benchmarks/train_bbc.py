@@ -8,7 +8,7 @@ Rows: the dense model with the same head; SMP-L and SMP-S at keep 0.50 / 0.10 / 
 magnitude pruning (per matrix, no training) at the same keeps. Every row is one
 ``python -m cli.train`` command (recorded verbatim with its wall time); the frozen prototype
 head (the paper keeps the head frozen) is the same for all rows. Accuracy is on the held-out
-BBC split (runtime.data.load_bbc_news, seed 13, 446 articles). Results:
+BBC split (smp_bench.data.load_bbc_news, seed 13, 446 articles). Results:
 benchmarks/results/train_bbc.{json,md}; runs (checkpoints, logs, plots) under --out.
 """
 

@@ -1,8 +1,7 @@
-"""``smp-bench [EXPORT_DIR ...]``: a thin click layer over ``smp_export.bench.run_benchmark``."""
+"""``smp-bench [EXPORT_DIR ...]``: a thin click layer over ``smp_bench.run.run_benchmark``."""
 
 from __future__ import annotations
 
-import logging
 import shlex
 import sys
 from datetime import datetime
@@ -10,9 +9,10 @@ from pathlib import Path
 
 import click
 
-from runtime.errors import RuntimeErrorBase
-from smp_export.bench import BACKENDS, BenchConfig, run_benchmark
-from smp_export.errors import SmpExportError
+from smp_bench.config import BACKENDS, BenchConfig
+from smp_bench.run import run_benchmark
+
+from .common import cli_errors, configure_logging
 
 
 class _RecordingCommand(click.Command):
@@ -105,11 +105,10 @@ def main(ctx: click.Context, export_dirs: tuple[Path, ...], batch: int, seq_len:
     With no EXPORT_DIR: the packaged MiniLM dense vs. its magnitude-pruned exports (--sparsity,
     or every --sweep level). Writes results.json, results.md, results.png and timings.json.
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose)
     command = "smp-bench " + shlex.join(ctx.meta.get("smp_bench_argv", sys.argv[1:]))
     output = output or Path(f"bench-{datetime.now():%Y%m%d-%H%M%S}")
-    try:
+    with cli_errors():
         config = BenchConfig(
             export_dirs=tuple(export_dirs), output_dir=output, batch=batch, seq_len=seq_len, device=device,
             backend=backend, runs=runs, warmup=warmup, threads=threads, spin=spin, sparsity=sparsity,
@@ -120,9 +119,6 @@ def main(ctx: click.Context, export_dirs: tuple[Path, ...], batch: int, seq_len:
             memory=memory, profile=profile, profile_runs=profile_runs, plot=plot, progress=progress,
             custom_op_libraries=tuple(str(p) for p in custom_op_library), command=command)
         result = run_benchmark(config, echo=lambda message: click.echo(message, err=True))
-    except (SmpExportError, RuntimeErrorBase) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     click.echo(result.table)
     for item in result.skipped:
         click.echo(f"skipped {item['name']}: {item['reason']}")

@@ -8,17 +8,16 @@ reproduces it. ``make demo`` then benchmarks the exports with ``smp-bench``.
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import click
 
 from smp_export.autotune import AutotuneConfig
-from smp_export.errors import SmpExportError
 from smp_export.export import WEIGHTS_VARIANTS, ExportOptions, export_onnx
 from smp_export.readers import read_checkpoint
 from smp_export.summary import format_summary
+
+from .common import cli_errors, configure_logging
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "minilm-bbc-smp-s-keep0.10"
 
@@ -33,9 +32,9 @@ SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "minilm-bbc-smp-
               help="Activation rows --weights auto times each linear at: the benchmark's batch x seq.")
 def main(output: Path, checkpoint: Path, variants: str, autotune_tokens: int) -> None:
     """Export the shipped SMP checkpoint as every variant, validate each, print the summaries."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(False)
     rows = []
-    try:
+    with cli_errors():
         ckpt = read_checkpoint(checkpoint)
         for weights in [v.strip() for v in variants.split(",") if v.strip()]:
             out = output / f"minilm-{ckpt.method}-{ckpt.density():.2f}-{weights}"
@@ -45,9 +44,6 @@ def main(output: Path, checkpoint: Path, variants: str, autotune_tokens: int) ->
             manifest = export_onnx(ckpt, out, options=options)
             click.echo(format_summary(manifest, out))
             rows.append((weights, manifest.files["model.onnx"], manifest.validation.max_abs_diff))
-    except SmpExportError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     click.echo(f"\n{'variant':<20} {'model.onnx':>14} {'max |diff| vs masked torch':>28}")
     for weights, size, diff in rows:
         click.echo(f"{weights:<20} {size / 2**20:>10.2f} MiB {diff:>28.2e}")

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 import tempfile
 from pathlib import Path
 
 import click
 
 from smp_export.autotune import AutotuneConfig
-from smp_export.errors import SmpExportError
 from smp_export.export import WEIGHTS_VARIANTS, ExportOptions, export_onnx
 from smp_export.onnx_graph import GraphOptions
 from smp_export.readers import ReadOptions, read_checkpoint
 from smp_export.summary import format_summary
 from smp_export.validate import ValidationConfig
-from runtime.errors import RuntimeErrorBase
+
+from .common import cli_errors, configure_logging
 
 
 def _keep_from(keep: float | None, sparsity: float | None) -> float | None:
@@ -85,23 +83,19 @@ def main(model_dir: Path, fmt: str, output: Path, input_format: str | None, weig
     smp-train checkpoints), shipped (smp-train's small shipped checkpoints: smp_train.json + packed masks), movement (Hugging Face movement pruning), torch_prune
     (torch.nn.utils.prune state dicts), dense (zeros in a plain checkpoint are the sparsity).
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose)
     read_options = ReadOptions(keep=_keep_from(keep, sparsity), smp_s=smp_s,
                                smp_s_temperature=smp_s_temperature, threshold=threshold,
                                mask_file=mask_file, label_words=_label_words(label_words))
     options = ExportOptions(weights=weights, validate=validate, overwrite=overwrite,
                             validation=ValidationConfig(atol=atol), autotune=_autotune(autotune_tokens),
                             graph=GraphOptions(attention=None if attention == "auto" else attention))
-    try:
+    with cli_errors():
         ckpt = read_checkpoint(model_dir, read_options, input_format=input_format)
         if fmt == "triton":
             manifest, output = _export_triton(ckpt, model_dir, output, options)
         else:
             manifest = export_onnx(ckpt, output, options=options)
-    except (SmpExportError, RuntimeErrorBase) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     click.echo(format_summary(manifest, output))
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import click
 
-from runtime.errors import RuntimeErrorBase
+from .common import cli_errors
 
 log = logging.getLogger("smp-serve")
 
@@ -53,7 +52,7 @@ def main(export_dir: Path, host: str, port: int, device: str, model_name: str, m
     from runtime.server.logs import configure_logging
 
     configure_logging(log_format, log_level)
-    try:
+    with cli_errors():
         if repository is not None:
             _write_repository(export_dir, repository, model_name, max_batch, max_delay_ms, device,
                               overwrite)
@@ -63,12 +62,6 @@ def main(export_dir: Path, host: str, port: int, device: str, model_name: str, m
                max_texts=max_texts, max_seq_len=max_seq_len, seq_overflow=seq_overflow,
                max_body_bytes=max_body_bytes, api_key_file=api_key_file,
                intra_op_threads=threads, shutdown_timeout_s=shutdown_timeout)
-    except RuntimeErrorBase as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except OSError as exc:                       # e.g. the port is already in use
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
 
 
 def _write_repository(export_dir: Path, repository: Path, model_name: str, max_batch: int,

@@ -7,7 +7,6 @@ One process: ``smp-train -o runs/x``. Several (CPU gloo or GPUs, same flags):
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shlex
 import sys
@@ -15,10 +14,10 @@ from pathlib import Path
 
 import click
 
-from runtime.errors import DataError
-from smp_export.errors import SmpExportError
 from smp_train.config import HEAD_CHOICES, METHODS, DataConfig, DistillConfig, HeadConfig, PruningConfig, TrainConfig
 from smp_train.errors import SmpTrainError
+
+from .common import cli_errors, configure_logging
 
 
 def _words(text: str | None) -> tuple[str, ...]:
@@ -98,9 +97,8 @@ def main(model_dir: Path | None, output: Path, method: str, keep: float, tempera
          verbose: bool) -> None:
     """Prune MODEL_DIR (default: the packaged all-MiniLM-L6-v2) with SMP: all pretrained weights
     frozen, only mask scores trained. Writes a checkpoint smp-export reads with no extra flags."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
+    configure_logging(verbose)
+    with cli_errors():
         from smp_train.trainer import run_training
 
         config = TrainConfig(
@@ -121,9 +119,6 @@ def main(model_dir: Path | None, output: Path, method: str, keep: float, tempera
         result = run_training(config)
         if ship is not None and _is_rank_zero():
             _ship(output, ship, result.metrics, model_dir)
-    except (SmpTrainError, DataError, SmpExportError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     if _is_rank_zero():
         click.echo(json.dumps(result.metrics, indent=2))
 
@@ -133,12 +128,13 @@ def _is_rank_zero() -> bool:
 
 
 def _ship(output: Path, ship: Path, metrics: dict, model_dir: Path | None) -> None:
-    from smp_train.checkpoint import DEFAULT_BASE, write_shipped
+    from smp_export.default_model import DEFAULT_MODEL_PACKAGE
+    from smp_train.checkpoint import write_shipped
 
     if not (output / "model.safetensors").is_file():
         raise SmpTrainError("nothing to ship: this run wrote no checkpoint (dense / magnitude runs do not)",
                             path=output, field="--ship")
-    base = DEFAULT_BASE if model_dir is None else str(model_dir)
+    base = DEFAULT_MODEL_PACKAGE if model_dir is None else str(model_dir)
     write_shipped(output, ship, base_model=base,
                   extra={"eval": metrics, "command": shlex.join(["smp-train", *sys.argv[1:]])})
     click.echo(f"shipped: {ship}", err=True)

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import RuntimeErrorBase
+from .errors import RuntimeStageError
 
 
-def read_json_object(path: Path, error: type[RuntimeErrorBase]) -> dict[str, Any]:
+def read_json_object(path: Path, error: type[RuntimeStageError]) -> dict[str, Any]:
     """The JSON object in ``path``; ``{}`` when the file is absent or holds no object.
 
     An unreadable file or invalid JSON raises ``error`` naming the file.

@@ -16,10 +16,9 @@ import ctypes
 import logging
 import os
 import sysconfig
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-from dataclasses import dataclass
 
 import numpy as np
 

@@ -15,17 +15,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .contract import CONFIG_FILE, MODEL_FILE, has_tokenizer
 from .errors import CustomOpError, DeviceError, SessionError, TokenizerError
+from .jsonfile import read_json_object
 from .kernels import LIBRARY_NAME, SPARSE_DOMAIN, KernelLibraryError, custom_op_library_path
 from .manifest import MANIFEST_NAME, Manifest
 from .providers import CUDA, DEVICES, import_onnxruntime, select_providers
 from .tokenize import Texts, Tokenizer
 
-from .jsonfile import read_json_object
-
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "model.onnx"
 BUILTIN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -140,7 +139,7 @@ def _domain_message(domains: set[str]) -> str:
 
 
 def _read_id2label(directory: Path) -> dict[int, str]:
-    path = directory / "config.json"
+    path = directory / CONFIG_FILE
     config = read_json_object(path, SessionError)
     try:
         return {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
@@ -170,9 +169,9 @@ class ModelSession:
         directory = Path(export_dir)
         if not directory.is_dir():
             raise SessionError("export directory not found", path=directory)
-        model_path = directory / MODEL_NAME
+        model_path = directory / MODEL_FILE
         if not model_path.is_file():
-            raise SessionError(f"{MODEL_NAME} not found in the export directory", path=model_path)
+            raise SessionError(f"{MODEL_FILE} not found in the export directory", path=model_path)
         manifest = Manifest.read(directory) if (directory / MANIFEST_NAME).is_file() else None
         providers = select_providers(config.device)
         ort = import_onnxruntime()
@@ -188,7 +187,7 @@ class ModelSession:
                               "libraries); onnxruntime fell back to the CPU", path=model_path,
                               field="--device")
         tokenizer = None
-        if any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        if has_tokenizer(directory):
             tokenizer = Tokenizer.from_dir(directory)
         loaded = cls(directory, session, manifest=manifest, tokenizer=tokenizer,
                      id2label=_read_id2label(directory), config=config,

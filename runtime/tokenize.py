@@ -16,12 +16,10 @@ from tokenizers import Tokenizer as _FastTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from .errors import TokenizerError
-
 from .jsonfile import read_json_object
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 Texts = Union[Sequence[str], Sequence[tuple[str, str]]]
 
 

@@ -1,24 +1,14 @@
-"""Typed errors of smp_export. Each one names the file and the field it is about."""
+"""Typed errors of the export stage. Each one names the file and the field it is about."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from runtime.errors import SmpError
 
-class SmpExportError(Exception):
-    """Base class: a message plus, where known, the file and the field at fault."""
 
-    def __init__(self, message: str, *, path: str | Path | None = None, field: str | None = None):
-        self.message = message
-        self.path = str(path) if path is not None else None
-        self.field = field
-        where = []
-        if self.path is not None:
-            where.append(self.path)
-        if field is not None:
-            where.append(f"field '{field}'")
-        prefix = ": ".join(where)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
+class SmpExportError(SmpError):
+    """The export stage: a message plus, where known, the file and the field at fault."""
 
 
 class CheckpointError(SmpExportError):

@@ -17,6 +17,7 @@ from typing import Literal
 
 import onnx
 
+from runtime.contract import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILES
 from runtime.kernels import SPARSE_DOMAIN, KernelLibraryError, custom_op_library_path
 from runtime.manifest import LayerRecord, Manifest, ValidationRecord
 
@@ -29,15 +30,13 @@ from .passes import sparse_initializer_pass
 from .passes.qkv import qkv_fusion_pass
 from .passes.sparse_kernel import module_of, sparse_kernel_pass
 from .validate import ValidationConfig, validate_export
-from runtime.versions import SOURCE_DIGEST_KEY, collect_versions, source_digest
+from .versions import SOURCE_DIGEST_KEY, collect_versions, source_digest
 
 logger = logging.getLogger(__name__)
 
 WeightsVariant = Literal["dense", "sparse-initializer", "compact", "sparse-kernel", "auto"]
 WEIGHTS_VARIANTS: tuple[str, ...] = ("dense", "sparse-initializer", "compact", "sparse-kernel", "auto")
 KERNEL_VARIANTS: tuple[str, ...] = ("sparse-kernel", "auto")
-MODEL_FILE = "model.onnx"
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 @dataclass(frozen=True)
@@ -153,7 +152,7 @@ def _validate(ckpt: PrunedCheckpoint, model_path: Path, options: ExportOptions,
     if not options.validate:
         logger.warning("validation skipped (--no-validate): %s is unchecked", model_path)
         return ValidationRecord(passed=False, skipped=True, atol=options.validation.atol)
-    from .reference import build_reference_model   # torch/transformers model: only when validating
+    from .reference import build_reference_model  # torch/transformers model: only when validating
 
     reference = build_reference_model(ckpt)
     libraries = (_kernel_library(),) if uses_kernels else ()
@@ -177,7 +176,7 @@ def _write_config(ckpt: PrunedCheckpoint, directory: Path) -> None:
         labels = list(ckpt.head.label_words) or [str(t) for t in ckpt.head.label_token_ids]
         config["id2label"] = {str(i): label for i, label in enumerate(labels)}
         config["label2id"] = {label: i for i, label in enumerate(labels)}
-    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _copy_tokenizer(ckpt: PrunedCheckpoint, directory: Path) -> None:

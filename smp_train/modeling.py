@@ -188,6 +188,6 @@ class SmpModel(nn.Module):
 
 def checkpoint_has_mlm_head(model_dir: Path) -> bool:
     """Whether the weight files of ``model_dir`` hold an MLM head (``cls.predictions.*``)."""
-    from smp_export.readers import _io
+    from smp_export.readers.files import weight_keys
 
-    return any(k.removeprefix("bert.").startswith("cls.predictions.") for k in _io.weight_keys(model_dir))
+    return any(k.removeprefix("bert.").startswith("cls.predictions.") for k in weight_keys(model_dir))

@@ -10,9 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from cli.bench import main
-from runtime.bench.records import is_flat
+from smp_bench.records import is_flat
 from runtime.errors import DeviceError
-from smp_export.bench import BenchConfig, BenchmarkError, _check_device, checkpoint_from_manifest
+from smp_bench.config import BenchConfig, checkpoint_from_manifest
+from smp_bench.errors import BenchmarkError
+from smp_bench.loading import check_device
 from smp_export.export import ExportOptions, export_onnx
 from tests.fixtures import write_dense_base, write_packed_mask, write_vocab
 from tests.helpers import random_masks, tiny_checkpoint
@@ -206,12 +208,12 @@ def test_cuda_provider_selection_when_available(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    _check_device(BenchConfig(device="cuda", backend="all"))            # no error
+    check_device(BenchConfig(device="cuda", backend="all"))            # no error
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    _check_device(BenchConfig(device="cuda", backend="torch"))          # torch alone needs no CUDA EP
+    check_device(BenchConfig(device="cuda", backend="torch"))          # torch alone needs no CUDA EP
     with pytest.raises(DeviceError, match="--backend torch"):
-        _check_device(BenchConfig(device="cuda", backend="ort"))
-    _check_device(BenchConfig(device="cpu", backend="all"))
+        check_device(BenchConfig(device="cuda", backend="ort"))
+    check_device(BenchConfig(device="cpu", backend="all"))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -247,12 +249,14 @@ def test_torch_memory_probe(tiny_model_dir, capsys) -> None:
     """The child-process entry point of the torch probes, called in this process (a fresh
     interpreter importing torch + transformers costs seconds; the ORT probe runs as a real child
     in test_bench_harness)."""
-    from smp_export.bench import CheckpointSource, _probe_argv, _probe_main, _Spec
+    from smp_bench.config import CheckpointSource
+    from smp_bench.memory import probe_argv, probe_main
+    from smp_bench.plan import VariantSpec
 
     source = CheckpointSource("dense", str(tiny_model_dir), unpruned=True)
-    argv = _probe_argv(_Spec("torch-csr@0.00", "torch", "csr", 0.0, None, source, csr=True),
+    argv = probe_argv(VariantSpec("torch-csr@0.00", "torch", "csr", 0.0, None, source, csr=True),
                        BenchConfig(batch=2, seq_len=8))
-    assert argv[:3] == ["-m", "smp_export.bench.memory", "probe"] and "--csr" in argv and "--threads" not in argv
-    _probe_main(argv[3:])
+    assert argv[:3] == ["-m", "smp_bench.memory", "probe"] and "--csr" in argv and "--threads" not in argv
+    probe_main(argv[3:])
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert got["peak_rss_mb"] > 0 and got["load_s"] > 0

@@ -1,4 +1,4 @@
-"""runtime.bench: interleaved timing, accuracy metrics, flat records and writers, plot, profile."""
+"""smp_bench: interleaved timing, accuracy metrics, flat records and writers, plot, profile."""
 
 from __future__ import annotations
 
@@ -10,12 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import stats
-from runtime.bench import accuracy as acc
-from runtime.bench import profile as prof
-from runtime.bench.harness import Runner, TimingPlan, time_interleaved
-from runtime.bench.records import (build_record, is_flat, markdown_table, read_json, terminal_table,
-                                   write_json, write_markdown)
+from smp_bench import stats
+from smp_bench import accuracy as acc
+from smp_bench import profile as prof
+from smp_bench.harness import Runner, TimingPlan, time_interleaved
+from smp_bench.records import (
+    build_record,
+    is_flat,
+    markdown_table,
+    read_json,
+    terminal_table,
+    write_json,
+    write_markdown,
+)
 
 
 class FakeClock:
@@ -162,14 +169,14 @@ def test_markdown_and_terminal_tables(tmp_path: Path) -> None:
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from runtime.bench.plot import plot_results
+    from smp_bench.plot import plot_results
 
     path = plot_results(_records(), tmp_path / "results.png", title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
 def test_plot_refuses_nothing_to_plot(tmp_path: Path) -> None:
-    from runtime.bench.plot import PlotError, plot_results
+    from smp_bench.plot import PlotError, plot_results
 
     with pytest.raises(PlotError):
         plot_results([{"name": "x"}], tmp_path / "x.png")
@@ -247,20 +254,22 @@ def test_profile_a_tiny_export(tmp_path: Path) -> None:
 
 
 def test_memprobe_runs_in_its_own_process(tmp_path: Path) -> None:
-    from runtime.bench.memprobe import probe_in_subprocess
+    from smp_bench.memprobe import probe_in_subprocess
     from smp_export.export import ExportOptions, export_onnx
     from tests.helpers import tiny_checkpoint
 
     out = tmp_path / "tiny"
     export_onnx(tiny_checkpoint(), out, options=ExportOptions(weights="dense", validate=False))
-    got = probe_in_subprocess(["-m", "runtime.bench.memprobe", str(out), "--batch", "2", "--seq-len", "8"])
+    got = probe_in_subprocess(["-m", "smp_bench.memprobe", str(out), "--batch", "2", "--seq-len", "8"])
     assert got["peak_rss_mb"] >= got["import_rss_mb"] > 0 and got["load_s"] > 0
 
 
-def test_runtime_bench_never_imports_smp_export_or_torch() -> None:
-    code = ("import sys, runtime.bench, runtime.bench.harness, runtime.bench.records, runtime.bench.accuracy, "
-            "runtime.bench.plot, runtime.bench.profile, runtime.bench.memprobe; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('smp_export', 'smp_train', 'torch')]; "
+def test_harness_and_memprobe_never_import_torch() -> None:
+    """The harness measures exports without the training stack, and the memory probe of an
+    export must not count torch's resident memory."""
+    code = ("import sys, smp_bench, smp_bench.harness, smp_bench.records, smp_bench.accuracy, smp_bench.stats, "
+            "smp_bench.plot, smp_bench.profile, smp_bench.memprobe, smp_bench.data; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('smp_train', 'torch', 'transformers')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

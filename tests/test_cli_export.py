@@ -9,8 +9,14 @@ from click.testing import CliRunner
 
 from cli.export import main
 from runtime.manifest import Manifest
-from tests.fixtures import (write_dense_base, write_dense_zero_checkpoint, write_movement_checkpoint,
-                            write_packed_mask, write_smp_checkpoint, write_torch_prune_checkpoint)
+from tests.fixtures import (
+    write_dense_base,
+    write_dense_zero_checkpoint,
+    write_movement_checkpoint,
+    write_packed_mask,
+    write_smp_checkpoint,
+    write_torch_prune_checkpoint,
+)
 from tests.helpers import random_masks
 
 

@@ -120,7 +120,7 @@ def test_tolerance_is_configurable(tmp_path):
 def test_manifest_records_exporter_source_and_options(tmp_path):
     """The manifest names the code (source digest) and options that made the graph, which is
     what smp-bench's cache compares before reusing an export."""
-    from runtime.versions import SOURCE_DIGEST_KEY, source_digest
+    from smp_export.versions import SOURCE_DIGEST_KEY, source_digest
     from smp_export.autotune import AutotuneConfig
 
     ckpt = tiny_checkpoint()

@@ -233,7 +233,7 @@ def test_bad_session_config() -> None:
 
 
 def test_runtime_imports_no_training_stack() -> None:
-    code = ("import sys, runtime.session, runtime.data, runtime.stats, runtime.tokenize, "
+    code = ("import sys, runtime.session, runtime.contract, runtime.tokenize, "
             "runtime.providers\n"
             "bad = [m for m in ('smp_export', 'smp_train', 'torch', 'transformers')\n"
             "       if m in sys.modules]\n"

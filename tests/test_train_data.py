@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.errors import DataError
+from smp_bench.errors import DataError
 from smp_train.build import build_model
 from smp_train.config import DataConfig, HeadConfig, PruningConfig
 from smp_train.data import label_ids, load_splits

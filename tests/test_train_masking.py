@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smp_export.checkpoint import linear_weight_names
-from smp_export.masks import smp_s_masks, smp_s_ratio_map, topk_mask
+from smp_export.masks import global_topk_masks, smp_s_masks, smp_s_ratio_map, topk_mask
 from smp_train.loss import distillation_loss, score_regularizer
-from smp_export.masks import global_topk_masks
 from smp_train.masking import StraightThroughMask, masks_for
 from smp_train.schedule import CubicSchedule, prune_steps
 from tests.helpers import tiny_config, tiny_weights

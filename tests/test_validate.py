@@ -10,7 +10,8 @@ from onnx import numpy_helper
 from smp_export.errors import ValidationError
 from smp_export.onnx_graph import build_onnx_model
 from smp_export.reference import build_reference_model
-from smp_export.validate import ValidationConfig, _compare, make_inputs, validate_export
+from runtime.contract import random_inputs
+from smp_export.validate import ValidationConfig, _compare, validate_export
 from tests.helpers import tiny_checkpoint
 
 
@@ -82,8 +83,8 @@ def test_long_shapes_are_clamped_to_max_positions(tmp_path):
 
 
 def test_inputs_are_seeded_and_padded():
-    a = make_inputs(4, 10, vocab_size=50, type_vocab_size=2, rng=np.random.default_rng(0))
-    b = make_inputs(4, 10, vocab_size=50, type_vocab_size=2, rng=np.random.default_rng(0))
+    a = random_inputs(4, 10, vocab_size=50, type_vocab_size=2, rng=np.random.default_rng(0), padded_rows=True)
+    b = random_inputs(4, 10, vocab_size=50, type_vocab_size=2, rng=np.random.default_rng(0), padded_rows=True)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     mask, ids = a["attention_mask"], a["input_ids"]
     assert mask[0].all() and mask[2].all()

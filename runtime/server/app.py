@@ -33,8 +33,7 @@ from .auth import bearer_middleware
 from .batching import DynamicBatcher, InferenceFailed
 from .config import ServeConfig
 from .metrics import Metrics
-from .protocol import HEADER_LENGTH, ModelSpec, encode_infer_response, model_metadata
-from .protocol import parse_infer_request
+from .protocol import HEADER_LENGTH, ModelSpec, encode_infer_response, model_metadata, parse_infer_request
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import contract
 from ..errors import RequestError, ServeConfigError
+from ..jsonfile import read_json_object
 from ..session import ModelSession
 from .config import ServeConfig
 from .protocol import INT_TYPES, ORT_TO_V2, ModelSpec, TensorSpec
-
-from ..jsonfile import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ LIMIT_BY_INPUT = {"input_ids": "vocab_size", "token_type_ids": "type_vocab_size"
 
 def read_model_config(directory: Path) -> dict[str, Any]:
     """config.json of the export ({} when absent)."""
-    return read_json_object(directory / "config.json", ServeConfigError)
+    return read_json_object(directory / contract.CONFIG_FILE, ServeConfigError)
 
 
 def _dims(shape: Sequence[Any]) -> tuple[int, ...]:
@@ -63,8 +63,7 @@ def build_spec(config: ServeConfig, session: ModelSession) -> ModelSpec:
 
 def pad_values(session: ModelSession) -> dict[str, int]:
     """What pads each input when requests of different lengths are merged."""
-    pad_id = session.tokenizer.pad_id if session.tokenizer is not None else 0
-    return {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0}
+    return contract.pad_values(session.tokenizer.pad_id if session.tokenizer is not None else contract.PAD_ID)
 
 
 def check_texts(body: Any, max_texts: int) -> list[TextItem]:

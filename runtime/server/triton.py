@@ -3,7 +3,7 @@
 ::
 
     REPOSITORY/
-      MODEL_NAME/
+      MODEL/
         config.pbtxt          platform onnxruntime_onnx, inputs/outputs, dynamic_batching
         labels.txt            id2label, one per line (Triton's classification extension)
         1/model.onnx
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..contract import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILES
 from ..errors import TritonRepositoryError
 from ..manifest import MANIFEST_NAME, Manifest
 from ..providers import import_onnxruntime
-from ..session import BUILTIN_DOMAINS, MODEL_NAME, model_domains
-from ..tokenize import TOKENIZER_FILES
+from ..session import BUILTIN_DOMAINS, model_domains
 from .config import sanitize_model_name
 from .model import read_model_config
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 TRITON_TYPES = {"tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32",
                 "tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16",
                 "tensor(double)": "TYPE_FP64", "tensor(bool)": "TYPE_BOOL"}
-SIDE_FILES = ("config.json", MANIFEST_NAME, *TOKENIZER_FILES)
+SIDE_FILES = (CONFIG_FILE, MANIFEST_NAME, *TOKENIZER_FILES)
 LABELS_FILE = "labels.txt"
 
 
@@ -100,13 +100,13 @@ def check_plain_onnxruntime(export_dir: Path) -> None:
     domains: set[str] = set()
     if (export_dir / MANIFEST_NAME).is_file():
         domains |= set(Manifest.read(export_dir).custom_op_domains)
-    domains |= model_domains(export_dir / MODEL_NAME) or set()
+    domains |= model_domains(export_dir / MODEL_FILE) or set()
     custom = sorted(domains - BUILTIN_DOMAINS)
     if custom:
         raise TritonRepositoryError(f"the model needs custom operator domain(s) {', '.join(custom)}; "
                                     "Triton's onnxruntime backend cannot run it without that library "
                                     "(export the dense, sparse-initializer or compact variant)",
-                                    path=export_dir / MODEL_NAME)
+                                    path=export_dir / MODEL_FILE)
 
 
 def _dims(shape: tuple[int, ...]) -> str:
@@ -161,9 +161,9 @@ def write_model_repository(export_dir: str | Path, repository: str | Path,
                            options: TritonOptions = TritonOptions()) -> Path:
     """Write ``repository/model_name/`` for ``export_dir`` atomically; returns the model folder."""
     export_dir, repository = Path(export_dir), Path(repository)
-    model_path = export_dir / MODEL_NAME
+    model_path = export_dir / MODEL_FILE
     if not model_path.is_file():
-        raise TritonRepositoryError(f"{MODEL_NAME} not found in the export directory", path=model_path)
+        raise TritonRepositoryError(f"{MODEL_FILE} not found in the export directory", path=model_path)
     name = sanitize_model_name(model_name or export_dir.resolve().name)
     target = repository / name
     if target.exists() and not options.overwrite:
@@ -177,7 +177,7 @@ def write_model_repository(export_dir: str | Path, repository: str | Path,
     try:
         tmp.chmod(0o755)            # mkdtemp makes it 0700: Triton often runs as another user
         (tmp / "1").mkdir()
-        shutil.copy2(model_path, tmp / "1" / MODEL_NAME)
+        shutil.copy2(model_path, tmp / "1" / MODEL_FILE)
         for side in SIDE_FILES:
             if (export_dir / side).is_file():
                 shutil.copy2(export_dir / side, tmp / side)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .csr import (INDEX_DTYPES, check_compressed_indices, check_dense_matrix, check_shape, malformed,
-                  tensor_nbytes)
+from .csr import INDEX_DTYPES, check_compressed_indices, check_dense_matrix, check_shape, malformed, tensor_nbytes
 
 logger = logging.getLogger(__name__)
 

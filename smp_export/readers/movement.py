@@ -21,8 +21,21 @@ import torch
 from ..checkpoint import PrunedCheckpoint
 from ..errors import CheckpointError, MaskError
 from ..masks import check_keep_ratio, l0_soft_mask, magnitude_mask, threshold_mask, topk_mask
-from . import ReadOptions, register
-from . import _io
+from .base import ReadOptions, register
+from .files import (
+    CONFIG_FILE,
+    build_bert_config,
+    canonicalize,
+    linear_scores,
+    load_config,
+    load_state_dict,
+    peek_config,
+    primary_weight_file,
+    require_linear_weights,
+    split_scores,
+    tokenizer_dir,
+)
+from .heads import build_head
 
 logger = logging.getLogger(__name__)
 
@@ -69,31 +82,31 @@ class MovementReader:
     description = "Hugging Face movement pruning (emmental masked_bert) with *.mask_scores"
 
     def detect(self, path: Path, options: ReadOptions) -> bool:
-        cfg = _io.peek_config(path)
+        cfg = peek_config(path)
         return cfg is not None and cfg.get("model_type") == "masked_bert" \
             and cfg.get("pruning_method") in PRUNING_METHODS
 
     def read(self, path: Path, options: ReadOptions) -> PrunedCheckpoint:
-        cfg = _io.load_config(path)
+        cfg = load_config(path)
         method = cfg.get("pruning_method")
         if method not in PRUNING_METHODS:
             raise CheckpointError(f"unsupported pruning_method {method!r}; known: {', '.join(PRUNING_METHODS)}",
-                                  path=path / _io.CONFIG_FILE, field="pruning_method")
+                                  path=path / CONFIG_FILE, field="pruning_method")
         threshold = _threshold(method, options, path)
-        config = _io.build_bert_config(cfg, path=path)
-        file = _io.primary_weight_file(path)
-        tensors, origin = _io.canonicalize(_io.load_state_dict(path))
-        weights, scores = _io.split_scores(tensors)
-        names = _io.require_linear_weights(weights, config.num_hidden_layers, path=file)
+        config = build_bert_config(cfg, path=path)
+        file = primary_weight_file(path)
+        tensors, origin = canonicalize(load_state_dict(path))
+        weights, scores = split_scores(tensors)
+        names = require_linear_weights(weights, config.num_hidden_layers, path=file)
         if method == "magnitude":
             if scores:
                 logger.warning("magnitude pruning ignores the %d mask_scores tensors", len(scores))
         else:
-            scores = _io.linear_scores(scores, weights, names, origin, path=file)
+            scores = linear_scores(scores, weights, names, origin, path=file)
         masks = movement_masks(method, weights, scores, names, threshold)
 
-        tok = _io.tokenizer_dir(path)
-        head = _io.build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=False)
+        tok = tokenizer_dir(path)
+        head = build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=False)
         metadata: dict[str, Any] = {"pruning_method": method, "threshold": threshold,
                                     "mask_init": cfg.get("mask_init"), "mask_scale": cfg.get("mask_scale")}
         if method in ("topK", "magnitude"):

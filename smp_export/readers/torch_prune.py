@@ -15,8 +15,21 @@ import torch
 
 from ..checkpoint import PrunedCheckpoint, linear_weight_names
 from ..errors import CheckpointError, MaskError
-from . import ReadOptions, register
-from . import _io
+from .base import ReadOptions, register
+from .files import (
+    build_bert_config,
+    canonicalize,
+    check_same_shape,
+    load_config,
+    load_state_dict,
+    peek_config,
+    primary_weight_file,
+    require_linear_weights,
+    tokenizer_dir,
+    weight_files,
+    weight_keys,
+)
+from .heads import build_head
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +58,7 @@ def split_pruned(tensors: dict[str, torch.Tensor], origin: dict[str, str], linea
         if mask_name not in tensors:
             raise CheckpointError("pruned tensor without its mask", path=path, field=origin[name])
         mask = tensors[mask_name]
-        _io.check_same_shape(mask, tensor, path=path, field=origin[mask_name])
+        check_same_shape(mask, tensor, path=path, field=origin[mask_name])
         _check_binary(mask, path=path, field=origin[mask_name])
         if base in linear_names:
             weights[base] = tensor
@@ -67,26 +80,26 @@ class TorchPruneReader:
     description = "torch.nn.utils.prune state dict: *.weight_orig + *.weight_mask"
 
     def detect(self, path: Path, options: ReadOptions) -> bool:
-        return _io.peek_config(path) is not None and bool(_io.weight_files(path)) \
-            and _has_pruned_keys(_io.weight_keys(path))
+        return peek_config(path) is not None and bool(weight_files(path)) \
+            and _has_pruned_keys(weight_keys(path))
 
     def read(self, path: Path, options: ReadOptions) -> PrunedCheckpoint:
-        cfg = _io.load_config(path)
-        config = _io.build_bert_config(cfg, path=path)
-        file = _io.primary_weight_file(path)
-        tensors, origin = _io.canonicalize(_io.load_state_dict(path))
+        cfg = load_config(path)
+        config = build_bert_config(cfg, path=path)
+        file = primary_weight_file(path)
+        tensors, origin = canonicalize(load_state_dict(path))
         if not _has_pruned_keys(list(tensors)):
             raise CheckpointError("no '*.weight_orig' tensors: not a torch.nn.utils.prune state dict", path=file)
         linear = set(linear_weight_names(config.num_hidden_layers))
         weights, masks = split_pruned(tensors, origin, linear, path=file)
-        names = _io.require_linear_weights(weights, config.num_hidden_layers, path=file)
+        names = require_linear_weights(weights, config.num_hidden_layers, path=file)
         unpruned = [n for n in names if n not in masks]
         if unpruned:
             logger.info("%d encoder linears were not pruned (all-ones masks), e.g. %s", len(unpruned), unpruned[0])
         masks = {n: masks.get(n, torch.ones_like(weights[n], dtype=torch.bool)) for n in names}
 
-        tok = _io.tokenizer_dir(path)
-        head = _io.build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=False)
+        tok = tokenizer_dir(path)
+        head = build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=False)
         ckpt = PrunedCheckpoint(config=config, weights=weights, masks=masks, source_format=self.name,
                                 method="torch-prune", source_path=path, head=head, tokenizer_dir=tok,
                                 metadata={"unpruned_linears": len(unpruned)})

@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from runtime import stats
-from runtime.bench.harness import TimingResult
-from runtime.bench.records import build_record, write_json, write_markdown
-
+from . import stats
 from .config import BenchConfig
+from .harness import TimingResult
 from .memory import memory_fields
-from .variants import _Live
+from .plan import LoadedVariant
+from .records import build_record, write_json, write_markdown
 
 
 def environment(config: BenchConfig) -> dict[str, Any]:
@@ -46,7 +45,7 @@ def _onnx_bytes(export_dir: Path | None) -> int | None:
                if p.is_file() and (p.suffix == ".onnx" or p.name.endswith(".onnx.data")))
 
 
-def _info(live: _Live, reference: _Live, config: BenchConfig) -> dict[str, Any]:
+def _info(live: LoadedVariant, reference: LoadedVariant, config: BenchConfig) -> dict[str, Any]:
     spec = live.spec
     return {"backend": spec.backend, "family": spec.family, "sparsity": spec.sparsity,
             "density": 1.0 - spec.sparsity, "device": config.device, "providers": live.providers,
@@ -73,7 +72,7 @@ class Measurements:
         return extra
 
 
-def build_records(lives: list[_Live], reference: _Live, config: BenchConfig, timing: TimingResult,
+def build_records(lives: list[LoadedVariant], reference: LoadedVariant, config: BenchConfig, timing: TimingResult,
                   measured: Measurements, env: dict[str, Any]) -> list[dict[str, Any]]:
     """One flat record per variant."""
     return [build_record(live.spec.name, info=_info(live, reference, config), summary=timing.summary(live.spec.name),
@@ -111,7 +110,7 @@ def _plot(config: BenchConfig, records: list[dict[str, Any]], out: Path, env: di
     """``results.png`` (into ``files``), or None with a note why not."""
     if not config.plot:
         return None
-    from runtime.bench.plot import PlotError, plot_results
+    from .plot import PlotError, plot_results
 
     try:
         files["png"] = plot_results(records, out / "results.png",

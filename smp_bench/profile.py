@@ -176,7 +176,7 @@ def profile_model(model_path: str | Path, feeds: Mapping[str, Any], *, runs: int
 
     The trace is written into ``trace_dir`` (kept, named after ``name``) or a temporary folder.
     """
-    from ..providers import import_onnxruntime
+    from runtime.providers import import_onnxruntime
 
     ort = import_onnxruntime()
     opts = ort.SessionOptions()

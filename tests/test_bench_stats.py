@@ -1,4 +1,4 @@
-"""runtime.stats: hand-computed summaries, speed-ups, memory and environment."""
+"""smp_bench.stats: hand-computed summaries, speed-ups, memory and environment."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from runtime import stats
+from smp_bench import stats
 
 
 def test_summarize_hand_computed() -> None:

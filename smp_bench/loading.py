@@ -9,20 +9,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from runtime.bench.harness import Runner
-from runtime.errors import DeviceError, RuntimeErrorBase
+from runtime.contract import CONFIG_FILE, has_tokenizer, random_inputs
+from runtime.errors import DeviceError, SmpError
 from runtime.providers import select_providers
 from runtime.tokenize import Tokenizer
 
-from ..errors import SmpExportError
 from .config import BenchConfig, CheckpointCache
 from .evaluation import EvalSet
+from .harness import Runner
+from .plan import LoadedVariant, VariantSpec
 from .progress import bar_iter
-from .torch_runners import _load_torch
-from .variants import _Live, _Spec
+from .torch_runners import load_torch_variant
 
 
-def _check_device(config: BenchConfig) -> None:
+def check_device(config: BenchConfig) -> None:
     """Refuse CUDA early, with the reason, when a backend in use cannot run on it."""
     if config.device != "cuda":
         return
@@ -41,12 +41,11 @@ def _check_device(config: BenchConfig) -> None:
                               "a CPU-only torch build; use --device cpu", field="--device")
 
 
-def _tokenizer_for(specs: Sequence[_Spec], checkpoint: CheckpointCache) -> tuple[Tokenizer | None, int]:
+def tokenizer_for(specs: Sequence[VariantSpec], checkpoint: CheckpointCache) -> tuple[Tokenizer | None, int]:
     """The reference's tokenizer (export dir, else the source checkpoint's) and the vocab size."""
     for spec in sorted(specs, key=lambda s: not s.is_reference):
-        if spec.export_dir is not None and any((Path(spec.export_dir) / n).is_file()
-                                               for n in ("tokenizer.json", "vocab.txt")):
-            config = Path(spec.export_dir) / "config.json"
+        if spec.export_dir is not None and has_tokenizer(spec.export_dir):
+            config = Path(spec.export_dir) / CONFIG_FILE
             vocab = json.loads(config.read_text()).get("vocab_size", 30522) if config.is_file() else 30522
             return Tokenizer.from_dir(spec.export_dir), int(vocab)
     for spec in specs:
@@ -57,21 +56,19 @@ def _tokenizer_for(specs: Sequence[_Spec], checkpoint: CheckpointCache) -> tuple
     return None, 100
 
 
-def _timing_feeds(config: BenchConfig, tokenizer: Tokenizer | None, eval_set: EvalSet | None,
+def timing_feeds(config: BenchConfig, tokenizer: Tokenizer | None, eval_set: EvalSet | None,
                   vocab_size: int) -> tuple[dict[str, np.ndarray], str]:
     """One fixed [batch, seq_len] batch: real texts padded / truncated to seq_len when there are
     some, else seeded random token ids."""
     if tokenizer is not None and eval_set is not None and eval_set.texts:
         texts = [eval_set.texts[i % len(eval_set.texts)] for i in range(config.batch)]
         return tokenizer.encode(texts, max_length=config.seq_len, pad_to=config.seq_len), "eval texts"
-    rng = np.random.default_rng(config.seed)
-    ids = rng.integers(1000 if vocab_size > 2000 else 1, vocab_size, size=(config.batch, config.seq_len),
-                       dtype=np.int64)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}, \
-        "random token ids"
+    feeds = random_inputs(config.batch, config.seq_len, vocab_size=vocab_size, low_id=1000 if vocab_size > 2000 else 1,
+                          rng=np.random.default_rng(config.seed))
+    return feeds, "random token ids"
 
 
-def _load_ort(spec: _Spec, config: BenchConfig, feeds: dict[str, np.ndarray]) -> _Live:
+def load_ort_variant(spec: VariantSpec, config: BenchConfig, feeds: dict[str, np.ndarray]) -> LoadedVariant:
     from runtime.session import ModelSession, SessionConfig
 
     session = ModelSession.load(spec.export_dir, SessionConfig(
@@ -81,21 +78,21 @@ def _load_ort(spec: _Spec, config: BenchConfig, feeds: dict[str, np.ndarray]) ->
     inputs = {k: v for k, v in feeds.items() if k in declared}
     output = "logits" if "logits" in session.output_names else session.output_names[0]
     ort_session = session.session
-    return _Live(spec, Runner(spec.name, lambda: ort_session.run(None, inputs)),
+    return LoadedVariant(spec, Runner(spec.name, lambda: ort_session.run(None, inputs)),
                  lambda f: session.run(f)[output], output, session.load_seconds,
                  ",".join(session.providers), dict(session.id2label))
 
 
-def load_variants(specs: Sequence[_Spec], config: BenchConfig, feeds: dict[str, np.ndarray],
+def load_variants(specs: Sequence[VariantSpec], config: BenchConfig, feeds: dict[str, np.ndarray],
                   checkpoint: CheckpointCache, skipped: list[dict[str, str]],
-                  echo: Callable[[str], None]) -> list[_Live]:
+                  echo: Callable[[str], None]) -> list[LoadedVariant]:
     """Every variant loaded, in order; one that fails is skipped (the reference's failure is fatal)."""
-    lives: list[_Live] = []
+    lives: list[LoadedVariant] = []
     for spec in bar_iter(specs, "loading", config.progress):
         try:
-            live = _load_ort(spec, config, feeds) if spec.backend == "onnxruntime" else \
-                _load_torch(spec, config, feeds, checkpoint)
-        except (SmpExportError, RuntimeErrorBase) as exc:
+            live = load_ort_variant(spec, config, feeds) if spec.backend == "onnxruntime" else \
+                load_torch_variant(spec, config, feeds, checkpoint)
+        except SmpError as exc:
             if spec.is_reference:
                 raise
             skipped.append({"name": spec.name, "reason": str(exc)})

@@ -1,4 +1,4 @@
-"""runtime.data: table, GLUE and BBC loaders, and their errors."""
+"""smp_bench.data: table, GLUE and BBC loaders, and their errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.data import TextDataset, load_bbc_news, load_glue_tsv, load_table
-from runtime.errors import DataError
+from smp_bench.data import TextDataset, load_bbc_news, load_glue_tsv, load_table
+from smp_bench.errors import DataError
 
 
 def write(path: Path, text: str) -> Path:

@@ -6,11 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import RuntimeErrorBase
-
-
-class PlotError(RuntimeErrorBase):
-    """The plot cannot be drawn (matplotlib missing, nothing to plot)."""
+from .errors import PlotError
 
 
 def _pyplot() -> Any:

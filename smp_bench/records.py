@@ -33,7 +33,7 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def environment_fields(environment: Mapping[str, Any]) -> dict[str, Any]:
-    """``runtime.stats.environment()`` (plus extras) flattened: ``env_*`` and ``version_*``."""
+    """``smp_bench.stats.environment()`` (plus extras) flattened: ``env_*`` and ``version_*``."""
     env = dict(environment)
     versions = env.pop("versions", {}) or {}
     out = flatten(env, "env_")

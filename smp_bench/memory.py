@@ -1,8 +1,8 @@
 """Peak memory per variant, each loaded and run once in its own process.
 
-onnxruntime variants run ``python -m runtime.bench.memprobe``; torch variants run
-``python -m smp_export.bench.memory probe SOURCE_JSON --batch B --seq-len S [--csr]``, whose body
-is ``_probe_main`` here.
+onnxruntime variants run ``python -m smp_bench.memprobe``; torch variants run
+``python -m smp_bench.memory probe SOURCE_JSON --batch B --seq-len S [--csr]``, whose body
+is ``probe_main`` here.
 """
 
 from __future__ import annotations
@@ -13,35 +13,34 @@ import sys
 import time
 from typing import Any, Sequence
 
-import numpy as np
+from runtime.contract import random_inputs
 
-from runtime import stats
-from runtime.bench.memprobe import probe_in_subprocess
-
+from . import stats
 from .config import BenchConfig, CheckpointSource
+from .memprobe import probe_in_subprocess
+from .plan import LoadedVariant, VariantSpec
 from .progress import bar_iter
 from .torch_runners import build_torch_model
-from .variants import _Live, _Spec
 
-PROBE_MODULE = "smp_export.bench.memory"
+PROBE_MODULE = "smp_bench.memory"
 
 
-def _probe_argv(spec: _Spec, config: BenchConfig) -> list[str]:
+def probe_argv(spec: VariantSpec, config: BenchConfig) -> list[str]:
     common = ["--batch", str(config.batch), "--seq-len", str(config.seq_len), "--device", config.device]
     if config.threads:
         common += ["--threads", str(config.threads)]
     if spec.backend == "onnxruntime":
         libs = [a for lib in config.custom_op_libraries for a in ("--custom-op-library", lib)]
-        return ["-m", "runtime.bench.memprobe", str(spec.export_dir), *common, *libs]
+        return ["-m", "smp_bench.memprobe", str(spec.export_dir), *common, *libs]
     return ["-m", PROBE_MODULE, "probe", spec.source.to_json(), *common, *(["--csr"] if spec.csr else [])]
 
 
-def probe_memory(lives: Sequence[_Live], config: BenchConfig, notes: list[str]) -> dict[str, dict[str, Any]]:
+def probe_memory(lives: Sequence[LoadedVariant], config: BenchConfig, notes: list[str]) -> dict[str, dict[str, Any]]:
     """The probe's JSON per variant name; a probe that fails is a note."""
     memory: dict[str, dict[str, Any]] = {}
     for live in bar_iter(lives, "peak RSS (one process per variant)", config.progress):
         try:
-            memory[live.spec.name] = probe_in_subprocess(_probe_argv(live.spec, config))
+            memory[live.spec.name] = probe_in_subprocess(probe_argv(live.spec, config))
         except (RuntimeError, OSError, ValueError) as exc:
             notes.append(f"{live.spec.name}: memory probe failed: {exc}")
     return memory
@@ -60,8 +59,8 @@ def memory_fields(mem: dict[str, Any] | None) -> dict[str, Any]:
     return fields
 
 
-def _probe_main(argv: Sequence[str]) -> None:
-    """``python -m smp_export.bench.memory probe SOURCE_JSON --batch B --seq-len S [--csr]``: peak RSS
+def probe_main(argv: Sequence[str]) -> None:
+    """``python -m smp_bench.memory probe SOURCE_JSON --batch B --seq-len S [--csr]``: peak RSS
     of building one torch variant and running one batch, in this fresh process."""
     parser = argparse.ArgumentParser(prog=f"python -m {PROBE_MODULE} probe")
     parser.add_argument("source")
@@ -81,10 +80,9 @@ def _probe_main(argv: Sequence[str]) -> None:
     model = build_torch_model(ckpt, csr=args.csr, device=args.device)
     del ckpt
     load_s = time.perf_counter() - start
-    rng = np.random.default_rng(0)
-    ids = torch.from_numpy(rng.integers(1, model.config.vocab_size, size=(args.batch, args.seq_len)))
+    feeds = random_inputs(args.batch, args.seq_len, vocab_size=model.config.vocab_size)
     with torch.inference_mode():
-        model(ids.to(args.device), torch.ones_like(ids).to(args.device), torch.zeros_like(ids).to(args.device))
+        model(**{name: torch.from_numpy(array).to(args.device) for name, array in feeds.items()})
     out = {"import_rss_mb": import_rss, "peak_rss_mb": stats.peak_rss_mb(), "load_s": load_s}
     if args.device == "cuda":
         out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -93,6 +91,6 @@ def _probe_main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "probe":
-        _probe_main(sys.argv[2:])
+        probe_main(sys.argv[2:])
     else:
         sys.exit(f"usage: python -m {PROBE_MODULE} probe SOURCE_JSON [--batch B --seq-len S --csr]")

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.errors import SmpError
 from runtime.manifest import MANIFEST_NAME, Manifest
 
-from ..errors import SmpExportError
+from .errors import BenchmarkError
 
 BACKENDS: tuple[str, ...] = ("ort", "torch", "all")
 ORT_DENSE, TORCH_DENSE = "ort-dense", "torch-eager-dense"
@@ -19,12 +20,8 @@ DEFAULT_TAG = "minilm"
 BBC = "bbc"
 
 
-class BenchmarkError(SmpExportError):
-    """The benchmark cannot run as configured (option, missing baseline, unreadable source)."""
-
-
 def _weights_variants() -> tuple[str, ...]:
-    from ..export import WEIGHTS_VARIANTS          # lazily: keeps ``smp-bench --help`` light
+    from smp_export.export import WEIGHTS_VARIANTS  # lazily: keeps ``smp-bench --help`` light
 
     return tuple(WEIGHTS_VARIANTS)
 
@@ -126,7 +123,7 @@ class CheckpointSource:
     unpruned: bool = False
 
     def load(self):
-        from ..readers import ReadOptions, read_checkpoint
+        from smp_export.readers import ReadOptions, read_checkpoint
 
         if self.kind == "dense":
             ckpt = read_checkpoint(self.path, input_format="dense")
@@ -171,7 +168,7 @@ def _resolve_mask_file(value: str, export_dir: Path) -> Path | None:
 
 def _read_options(manifest: Manifest, export_dir: Path):
     """The reader options that rebuild the masks the export was made with."""
-    from ..readers import ReadOptions
+    from smp_export.readers import ReadOptions
 
     md = manifest.metadata or {}
     fmt = manifest.source_format
@@ -197,7 +194,7 @@ def checkpoint_from_manifest(export_dir: Path):
 
     Raises BenchmarkError when the source is gone or the rebuilt masks do not match the export.
     """
-    from ..readers import read_checkpoint
+    from smp_export.readers import read_checkpoint
 
     manifest = Manifest.read(export_dir)
     where = export_dir / MANIFEST_NAME
@@ -208,7 +205,7 @@ def checkpoint_from_manifest(export_dir: Path):
     options = _read_options(manifest, export_dir)
     try:
         ckpt = read_checkpoint(source, options, input_format=manifest.source_format)
-    except SmpExportError as exc:
+    except SmpError as exc:
         raise BenchmarkError(f"cannot rebuild the source checkpoint: {exc}", path=where,
                              field="source_path") from exc
     want = manifest.totals.get("density")

@@ -1,4 +1,4 @@
-"""What one run measures: the variants (``_Spec`` before loading, ``_Live`` after), and the
+"""What one run measures: the variants (``VariantSpec`` before loading, ``LoadedVariant`` after), and the
 masks and exports of the default model / sweep, built into the cache or reused.
 
 With no EXPORT_DIR, the packaged MiniLM (or ``model_dir``) is magnitude-pruned to ``sparsity``
@@ -20,13 +20,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from runtime.bench.harness import Runner
-from runtime.errors import RuntimeErrorBase
+from runtime.errors import SmpError
 from runtime.manifest import MANIFEST_NAME, Manifest
 
-from ..errors import SmpExportError
-from .config import (DEFAULT_TAG, ORT_DENSE, TORCH_DENSE, BenchConfig, BenchmarkError, CheckpointCache,
-                     CheckpointSource, checkpoint_from_manifest)
+from .config import (
+    DEFAULT_TAG,
+    ORT_DENSE,
+    TORCH_DENSE,
+    BenchConfig,
+    CheckpointCache,
+    CheckpointSource,
+    checkpoint_from_manifest,
+)
+from .errors import BenchmarkError
+from .harness import Runner
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +41,7 @@ Echo = Callable[[str], None]
 
 
 @dataclass
-class _Spec:
+class VariantSpec:
     """A variant before it is loaded."""
 
     name: str
@@ -48,10 +55,10 @@ class _Spec:
 
 
 @dataclass
-class _Live:
+class LoadedVariant:
     """A loaded variant: how to time it, how to get outputs for evaluation."""
 
-    spec: _Spec
+    spec: VariantSpec
     runner: Runner
     outputs: Callable[[dict[str, np.ndarray]], np.ndarray]
     output_name: str
@@ -72,15 +79,15 @@ def _sparsity_of(export_dir: Path) -> float:
 
 def export_options(config: BenchConfig, weights: str):
     """The ExportOptions smp-bench exports with: ``auto`` is tuned at the benchmark's own shape."""
-    from ..autotune import AutotuneConfig
-    from ..export import ExportOptions
+    from smp_export.autotune import AutotuneConfig
+    from smp_export.export import ExportOptions
 
     return ExportOptions(weights=weights, overwrite=True,
                          autotune=AutotuneConfig(tokens=(config.batch * config.seq_len,), threads=config.threads))
 
 
 def _export(ckpt, options, out: Path) -> Path:
-    from ..export import export_onnx
+    from smp_export.export import export_onnx
 
     export_onnx(ckpt, out, options=options)
     return out
@@ -88,9 +95,8 @@ def _export(ckpt, options, out: Path) -> Path:
 
 def _current(manifest: Manifest, options) -> bool:
     """Made by this exporter's code (source digest) with the options asked for now."""
-    from runtime.versions import SOURCE_DIGEST_KEY, source_digest
-
-    from ..export import export_options_record
+    from smp_export.export import export_options_record
+    from smp_export.versions import SOURCE_DIGEST_KEY, source_digest
 
     return (manifest.versions.get(SOURCE_DIGEST_KEY) == source_digest()
             and manifest.export_options == export_options_record(options))
@@ -100,7 +106,7 @@ def _current(manifest: Manifest, options) -> bool:
 
 def _model_dir(config: BenchConfig) -> tuple[Path, str]:
     if config.model_dir is None:
-        from ..default_model import default_model_dir
+        from smp_export.default_model import default_model_dir
 
         return default_model_dir(), DEFAULT_TAG
     path = Path(config.model_dir).resolve()
@@ -112,7 +118,7 @@ def _model_dir(config: BenchConfig) -> tuple[Path, str]:
 def _manifest_ok(directory: Path, *, options, source: Path, density: float | None) -> bool:
     try:
         manifest = Manifest.read(directory)
-    except (RuntimeErrorBase, OSError):
+    except (SmpError, OSError):
         return False
     if manifest.weights != options.weights or not (directory / "model.onnx").is_file():
         return False
@@ -140,7 +146,7 @@ class _Builder:
         self.checkpoint = CheckpointCache()
 
     def mask_source(self, level: float) -> CheckpointSource:
-        from ..default_model import write_magnitude_mask_file
+        from smp_export.magnitude import write_magnitude_mask_file
 
         mask = (self.cache / f"magnitude-sparsity{level:.2f}.npy").resolve()
         if not mask.is_file() or self.config.rebuild:
@@ -165,7 +171,7 @@ class _Builder:
     def dense_export(self) -> Path:
         return self.export(self.dense_source(), "dense", self.cache / "unpruned-dense", density=1.0)
 
-    def level_exports(self, level: float) -> list[_Spec]:
+    def level_exports(self, level: float) -> list[VariantSpec]:
         source = self.mask_source(level)
         specs = []
         for weights in self.config.export_variants() if self.config.uses_ort else ():
@@ -174,9 +180,9 @@ class _Builder:
                 reuse.append(Path(self.config.demo_dir) / f"{DEFAULT_TAG}-{weights}")
             out = self.export(source, weights, self.cache / f"sparsity{level:.2f}-{weights}",
                               density=1.0 - level, reuse=reuse)
-            specs.append(_Spec(f"{weights}@{level:.2f}", "onnxruntime", weights, _sparsity_of(out), out, source))
+            specs.append(VariantSpec(f"{weights}@{level:.2f}", "onnxruntime", weights, _sparsity_of(out), out, source))
         if self.config.uses_torch_csr:
-            specs.append(_Spec(f"torch-csr@{level:.2f}", "torch", "csr", level, None, source, csr=True))
+            specs.append(VariantSpec(f"torch-csr@{level:.2f}", "torch", "csr", level, None, source, csr=True))
         return specs
 
 
@@ -188,7 +194,7 @@ class _Plan:
 
     config: BenchConfig
     echo: Echo
-    pruned: list[_Spec] = field(default_factory=list)
+    pruned: list[VariantSpec] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     taken: set[str] = field(default_factory=lambda: {ORT_DENSE, TORCH_DENSE})
@@ -203,7 +209,7 @@ class _Plan:
         return out
 
 
-def _plan(config: BenchConfig, echo: Echo) -> tuple[list[_Spec], list[dict[str, str]], list[str]]:
+def plan_variants(config: BenchConfig, echo: Echo) -> tuple[list[VariantSpec], list[dict[str, str]], list[str]]:
     """Every variant to measure (reference first), what was skipped, notes for the reader."""
     plan = _Plan(config, echo)
     if not config.export_dirs or config.sweep:
@@ -231,7 +237,7 @@ def _user_source(directory: Path, notes: list[str]) -> CheckpointSource | None:
     try:
         checkpoint_from_manifest(directory)   # fails early when the source is gone
         return CheckpointSource("manifest", str(directory.resolve()))
-    except (SmpExportError, RuntimeErrorBase) as exc:
+    except SmpError as exc:
         notes.append(f"{directory}: source checkpoint not available ({exc}); no torch model of it")
         return None
 
@@ -249,7 +255,7 @@ def _add_user_exports(plan: _Plan) -> None:
             user_sources[key] = _user_source(directory, plan.notes)
         source = user_sources[key]
         if config.uses_ort:
-            plan.pruned.append(_Spec(plan.unique(directory.name), "onnxruntime", manifest.weights, sparsity,
+            plan.pruned.append(VariantSpec(plan.unique(directory.name), "onnxruntime", manifest.weights, sparsity,
                                      directory, source))
         if source is not None and plan.dense_source is None:
             plan.dense_source = dataclasses.replace(source, unpruned=True)
@@ -260,14 +266,14 @@ def _add_user_exports(plan: _Plan) -> None:
             plan.skipped.append({"name": f"torch-csr ({key[1]})", "reason": "source checkpoint not available"})
             continue
         sparsity = _sparsity_of(Path(source.path))
-        plan.pruned.append(_Spec(plan.unique(f"torch-csr@{sparsity:.2f}"), "torch", "csr", sparsity, None,
+        plan.pruned.append(VariantSpec(plan.unique(f"torch-csr@{sparsity:.2f}"), "torch", "csr", sparsity, None,
                                  source, csr=True))
 
 
-def _torch_reference(plan: _Plan) -> list[_Spec]:
+def _torch_reference(plan: _Plan) -> list[VariantSpec]:
     """``torch-eager-dense``, or nothing (skipped) without a source checkpoint."""
     if plan.dense_source is not None:
-        return [_Spec(TORCH_DENSE, "torch", "eager-dense", 0.0, None, plan.dense_source,
+        return [VariantSpec(TORCH_DENSE, "torch", "eager-dense", 0.0, None, plan.dense_source,
                       is_reference=not plan.config.uses_ort)]
     plan.skipped.append({"name": TORCH_DENSE, "reason": "no source checkpoint to build the torch model from"})
     if not plan.config.uses_ort:
@@ -276,11 +282,11 @@ def _torch_reference(plan: _Plan) -> list[_Spec]:
     return []
 
 
-def _ort_reference(plan: _Plan) -> _Spec:
+def _ort_reference(plan: _Plan) -> VariantSpec:
     """``ort-dense``: the dense onnxruntime reference of every speed-up."""
     dense_export = _dense_export(plan)
     sparsity = _sparsity_of(dense_export) if (dense_export / MANIFEST_NAME).is_file() else 0.0
-    return _Spec(ORT_DENSE, "onnxruntime", "dense", sparsity, dense_export, None, is_reference=True)
+    return VariantSpec(ORT_DENSE, "onnxruntime", "dense", sparsity, dense_export, None, is_reference=True)
 
 
 def _dense_export(plan: _Plan) -> Path:
@@ -314,7 +320,7 @@ def _export_unpruned(source: CheckpointSource, out: Path, config: BenchConfig, e
         try:
             if _current(Manifest.read(out), options):
                 return out
-        except RuntimeErrorBase:
+        except SmpError:
             pass
     echo(f"exporting the unpruned dense baseline of {source.path} -> {out}")
     return _export(source.load(), options, out)

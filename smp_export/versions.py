@@ -1,4 +1,4 @@
-"""Versions of everything that shaped an export or a measurement."""
+"""Versions of everything that shaped an export or a measurement, and the exporter's own digest."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from runtime.kernels import KernelLibraryError, custom_op_library_path
+
 _PACKAGES = ("smp-export", "torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu",
              "numpy", "scipy", "optimum-onnx")
+SOURCE_DIGEST_KEY = "smp-export-source"
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def collect_versions() -> dict[str, str]:
@@ -23,10 +27,6 @@ def collect_versions() -> dict[str, str]:
     return out
 
 
-SOURCE_DIGEST_KEY = "smp-export-source"
-_ROOT = Path(__file__).resolve().parents[1]
-
-
 @lru_cache(maxsize=1)
 def source_digest() -> str:
     """sha1 (12 hex digits) of the exporter's Python sources and the kernel library's bytes.
@@ -34,12 +34,9 @@ def source_digest() -> str:
     An editable install keeps the same version string while the code changes; this digest
     tells a cached export made by other code (``smp-bench``'s cache) from a current one.
     """
-    from .kernels import KernelLibraryError, custom_op_library_path
-
     digest = hashlib.sha1()
-    files = sorted(p for p in (_ROOT / "smp_export").rglob("*.py") if "bench" not in p.relative_to(_ROOT).parts)
-    for path in files:
-        digest.update(str(path.relative_to(_ROOT)).encode())
+    for path in sorted(_PACKAGE_DIR.rglob("*.py")):
+        digest.update(str(path.relative_to(_PACKAGE_DIR.parent)).encode())
         digest.update(path.read_bytes())
     try:
         digest.update(custom_op_library_path().read_bytes())

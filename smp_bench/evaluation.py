@@ -1,5 +1,5 @@
 """Accuracy against the reference: the eval set (BBC News, a user table, or none) and every
-variant's outputs on it, scored by ``runtime.bench.accuracy``."""
+variant's outputs on it, scored by ``smp_bench.accuracy``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from runtime.bench import accuracy as acc
-from runtime.data import TextDataset, load_bbc_news, load_glue_tsv, load_table
 from runtime.tokenize import Tokenizer
 
-from .config import BBC, BenchConfig, BenchmarkError
-from .variants import _Live
+from . import accuracy as acc
+from .config import BBC, BenchConfig
+from .data import TextDataset, load_bbc_news, load_glue_tsv, load_table
+from .errors import BenchmarkError
+from .plan import LoadedVariant
 
 
 @dataclass
@@ -75,7 +76,7 @@ def eval_batches(eval_set: EvalSet, n_variants: int, batch: int) -> int:
     return n_variants * batches(eval_set.texts) + batches(eval_set.train_texts)
 
 
-def _outputs_on(live: _Live, tokenizer: Tokenizer, texts: list, config: BenchConfig,
+def _outputs_on(live: LoadedVariant, tokenizer: Tokenizer, texts: list, config: BenchConfig,
                 step: Callable[[], None]) -> np.ndarray:
     chunks = []
     for i in range(0, len(texts), config.batch):
@@ -88,7 +89,7 @@ def _outputs_on(live: _Live, tokenizer: Tokenizer, texts: list, config: BenchCon
     return np.concatenate(chunks, axis=0)
 
 
-def evaluate(lives: Sequence[_Live], reference: _Live, tokenizer: Tokenizer, eval_set: EvalSet,
+def evaluate(lives: Sequence[LoadedVariant], reference: LoadedVariant, tokenizer: Tokenizer, eval_set: EvalSet,
              config: BenchConfig, step: Callable[[], None]) -> dict[str, dict[str, Any]]:
     """Accuracy fields per variant name, every variant scored against ``reference``."""
     centroid_model, label_map = _classifier(reference, tokenizer, eval_set, config, step)
@@ -112,7 +113,7 @@ def evaluate(lives: Sequence[_Live], reference: _Live, tokenizer: Tokenizer, eva
     return results
 
 
-def _classifier(reference: _Live, tokenizer: Tokenizer, eval_set: EvalSet, config: BenchConfig,
+def _classifier(reference: LoadedVariant, tokenizer: Tokenizer, eval_set: EvalSet, config: BenchConfig,
                 step: Callable[[], None]):
     """What turns outputs into task labels: nearest centroids of the reference's train embeddings
     (encoders), or the map from the reference head's labels to the data's (logits)."""

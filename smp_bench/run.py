@@ -9,18 +9,18 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from runtime.bench.harness import TimingPlan, TimingResult, time_interleaved
-from runtime.bench.records import terminal_table
 from runtime.providers import select_providers
 from runtime.tokenize import Tokenizer
 
 from .config import BenchConfig, CheckpointCache
 from .evaluation import EvalSet, eval_batches, evaluate, load_eval_set
-from .loading import _check_device, _timing_feeds, _tokenizer_for, load_variants
+from .harness import TimingPlan, TimingResult, time_interleaved
+from .loading import check_device, load_variants, timing_feeds, tokenizer_for
 from .memory import probe_memory
+from .plan import LoadedVariant, plan_variants
 from .progress import bar, bar_iter
+from .records import terminal_table
 from .report import Measurements, build_records, environment, write_files
-from .variants import _Live, _plan
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +39,16 @@ class BenchResult:
 def run_benchmark(config: BenchConfig, *, echo: Callable[[str], None] | None = None) -> BenchResult:
     """Build, time, evaluate, probe and write one benchmark run (see the package docstring)."""
     echo = echo or (lambda message: logger.info("%s", message))
-    _check_device(config)
+    check_device(config)
     if config.threads:
         import torch
 
         torch.set_num_threads(config.threads)
-    specs, skipped, notes = _plan(config, echo)
+    specs, skipped, notes = plan_variants(config, echo)
     eval_set = load_eval_set(config)          # its texts also make the timed batch
     checkpoint = CheckpointCache()            # shared by the tokenizer lookup and the torch variants
-    tokenizer, vocab = _tokenizer_for(specs, checkpoint)
-    feeds, feeds_from = _timing_feeds(config, tokenizer, eval_set, vocab)
+    tokenizer, vocab = tokenizer_for(specs, checkpoint)
+    feeds, feeds_from = timing_feeds(config, tokenizer, eval_set, vocab)
     lives = load_variants(specs, config, feeds, checkpoint, skipped, echo)
     checkpoint.clear()
     reference = next(x for x in lives if x.spec.is_reference)
@@ -69,7 +69,7 @@ def run_benchmark(config: BenchConfig, *, echo: Callable[[str], None] | None = N
                        timing=timing, profile_text=profile_text, notes=notes)
 
 
-def _time(lives: Sequence[_Live], config: BenchConfig) -> TimingResult:
+def _time(lives: Sequence[LoadedVariant], config: BenchConfig) -> TimingResult:
     plan = TimingPlan(runs=config.runs, warmup=config.warmup)
     progress = bar(len(lives) * (plan.runs + plan.warmup), "timing (interleaved)", config.progress)
     timing = time_interleaved([x.runner for x in lives], plan, batch_size=config.batch,
@@ -78,7 +78,7 @@ def _time(lives: Sequence[_Live], config: BenchConfig) -> TimingResult:
     return timing
 
 
-def _accuracy(lives: Sequence[_Live], reference: _Live, tokenizer: Tokenizer | None, eval_set: EvalSet | None,
+def _accuracy(lives: Sequence[LoadedVariant], reference: LoadedVariant, tokenizer: Tokenizer | None, eval_set: EvalSet | None,
               config: BenchConfig, notes: list[str]) -> dict[str, dict[str, Any]]:
     if eval_set is None or config.eval_samples == 0:
         return {}
@@ -91,13 +91,14 @@ def _accuracy(lives: Sequence[_Live], reference: _Live, tokenizer: Tokenizer | N
     return evals
 
 
-def _profile(lives: Sequence[_Live], config: BenchConfig,
+def _profile(lives: Sequence[LoadedVariant], config: BenchConfig,
              feeds: dict[str, np.ndarray]) -> tuple[dict[str, Any], str | None]:
     """onnxruntime's per-operator profile of every onnxruntime variant, and its printed summary."""
     if not config.profile:
         return {}, None
-    from runtime.bench.profile import format_profile, profile_model
     from runtime.session import required_custom_op_libraries
+
+    from .profile import format_profile, profile_model
 
     profiles = {}
     for live in bar_iter([x for x in lives if x.spec.backend == "onnxruntime"], "profiling", config.progress):

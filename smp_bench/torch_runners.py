@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 
-from runtime.bench.harness import Runner
-
-from .config import BenchConfig, BenchmarkError, CheckpointCache
-from .variants import _Live, _Spec
+from .config import BenchConfig, CheckpointCache
+from .errors import BenchmarkError
+from .harness import Runner
+from .plan import LoadedVariant, VariantSpec
 
 
 def _csr_module(weight, bias, device: str):
@@ -19,7 +19,7 @@ def _csr_module(weight, bias, device: str):
     import torch
     from torch import nn
 
-    from ..formats.csr import CSRTensor
+    from smp_export.formats.csr import CSRTensor
 
     class CSRLinear(nn.Module):
         def __init__(self) -> None:
@@ -41,7 +41,7 @@ def _csr_module(weight, bias, device: str):
 def build_torch_model(ckpt, *, csr: bool, device: str = "cpu"):
     """The masked Hugging Face model (``reference.build_reference_model``); with ``csr`` every
     pruned linear is replaced by a torch.sparse CSR one. Returns the module on ``device``."""
-    from ..reference import build_reference_model
+    from smp_export.reference import build_reference_model
 
     model = build_reference_model(ckpt)
     if csr:
@@ -57,7 +57,7 @@ def build_torch_model(ckpt, *, csr: bool, device: str = "cpu"):
     return model.to(device).eval()
 
 
-def _load_torch(spec: _Spec, config: BenchConfig, feeds: dict[str, np.ndarray], checkpoint: CheckpointCache) -> _Live:
+def load_torch_variant(spec: VariantSpec, config: BenchConfig, feeds: dict[str, np.ndarray], checkpoint: CheckpointCache) -> LoadedVariant:
     import torch
 
     start = time.perf_counter()
@@ -78,5 +78,5 @@ def _load_torch(spec: _Spec, config: BenchConfig, feeds: dict[str, np.ndarray], 
 
     sync = torch.cuda.synchronize if config.device == "cuda" else None
     id2label = {int(k): str(v) for k, v in (ckpt.config.id2label or {}).items()} if ckpt.head.kind != "none" else {}
-    return _Live(spec, Runner(spec.name, run, sync), outputs, ckpt.head.output_name, load_s,
+    return LoadedVariant(spec, Runner(spec.name, run, sync), outputs, ckpt.head.output_name, load_s,
                  f"torch-{config.device}", id2label)

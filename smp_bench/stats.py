@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .versions import collect_versions
+from smp_export.versions import collect_versions
 
 _MIB = 1024 * 1024
 

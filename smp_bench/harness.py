@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .. import stats
+from . import stats
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,11 @@ class TimingResult:
     order: list[tuple[str, str]] = field(default_factory=list)   # (phase, name) of every call
 
     def summary(self, name: str) -> dict[str, Any]:
-        """``runtime.stats.summarize`` of the timed runs of ``name``."""
+        """``smp_bench.stats.summarize`` of the timed runs of ``name``."""
         return stats.summarize(self.times_s[name], self.batch_size)
 
     def speedup(self, name: str, reference: str) -> dict[str, Any]:
-        """``runtime.stats.speedup`` of ``name`` over ``reference`` (> 1: ``name`` is faster)."""
+        """``smp_bench.stats.speedup`` of ``name`` over ``reference`` (> 1: ``name`` is faster)."""
         return stats.speedup(self.times_s[reference], self.times_s[name])
 
     def to_dict(self) -> dict[str, Any]:

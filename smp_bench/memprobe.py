@@ -4,7 +4,7 @@
 variant at once, it cannot say which variant needed what. So each variant is loaded and run
 once in its own interpreter, which prints one JSON line::
 
-    python -m runtime.bench.memprobe EXPORT_DIR --batch 32 --seq-len 128 [--device cpu]
+    python -m smp_bench.memprobe EXPORT_DIR --batch 32 --seq-len 128 [--device cpu]
 
 ``import_rss_mb`` is the resident size after the imports (the interpreter and libraries),
 ``peak_rss_mb`` the high-water mark after loading the model and running one batch; their
@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import stats
+from runtime.contract import CONFIG_FILE, random_inputs
+
+from . import stats
 
 
 def probe_in_subprocess(argv: Sequence[str], *, timeout: float = 600.0) -> dict[str, Any]:
@@ -35,15 +37,9 @@ def probe_in_subprocess(argv: Sequence[str], *, timeout: float = 600.0) -> dict[
 
 
 def _feeds(directory: Path, batch: int, seq_len: int) -> dict[str, Any]:
-    import numpy as np
-
-    vocab = 100
-    config = directory / "config.json"
-    if config.is_file():
-        vocab = int(json.loads(config.read_text()).get("vocab_size", vocab))
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1, max(vocab, 2), size=(batch, seq_len), dtype=np.int64)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    config = directory / CONFIG_FILE
+    vocab = int(json.loads(config.read_text()).get("vocab_size", 100)) if config.is_file() else 100
+    return random_inputs(batch, seq_len, vocab_size=max(vocab, 2))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -56,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--custom-op-library", action="append", default=[])
     args = parser.parse_args(argv)
 
-    from ..session import ModelSession, SessionConfig
+    from runtime.session import ModelSession, SessionConfig
 
     import_rss = stats.current_rss_mb()
     start = time.perf_counter()

@@ -1,0 +1,43 @@
+"""What every CLI shares: one mapping from the project's errors to messages and exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from runtime.errors import SmpError
+
+EXIT_ERROR = SmpError.exit_code     # bad input, configuration or model: the message says which
+EXIT_OS = 1                         # the system refused (port in use, disk full, permissions)
+EXIT_INTERRUPTED = 130
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """``error: <message>`` on stderr and the stage's exit code, instead of a traceback."""
+    try:
+        yield
+    except SmpError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_OS)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def configure_logging(verbose: bool) -> None:
+    """INFO with ``-v``, else WARNING, on stderr."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def split_names(text: str | None) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``; None or empty -> ()."""
+    return tuple(x.strip() for x in (text or "").split(",") if x.strip())
