@@ -44,6 +44,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from smp_bench.harness import Runner, TimingPlan, time_interleaved  # noqa: E402
 from smp_bench.stats import environment, speedup, summarize  # noqa: E402
+from runtime.contract import random_inputs  # noqa: E402
 
 # Targets of issue #4 (ratio of medians vs onnxruntime dense).
 LINEAR_TARGETS = {(4096, 0.9): 7.0, (4096, 0.97): 20.0, (128, 0.9): 5.0, (128, 0.97): 12.0}
@@ -132,8 +133,8 @@ def _compaction(w: np.ndarray) -> dict:
 
 
 def linear_suite(args) -> list[dict]:
-    from smp_export.autotune import _dense_model
-    from smp_export.passes.sparse_kernel import KernelSpec, sparse_kernel_pass
+    from smp_export.autotune import dense_linear_model
+    from smp_export.passes import KernelSpec, sparse_linear_pass
 
     rng = np.random.default_rng(0)
     records = []
@@ -141,16 +142,16 @@ def linear_suite(args) -> list[dict]:
         w = rng.standard_normal((3072, 768)).astype(np.float32)
         w[rng.random(w.shape) < sparsity] = 0.0
         b = rng.standard_normal(3072).astype(np.float32)
-        dense_model = _dense_model(w, b)
+        dense_model = dense_linear_model(w, b)
         dense = _session(dense_model, args.threads, False)
-        sparse = _session(sparse_kernel_pass(dense_model, {"lin": KernelSpec()}), args.threads, True)
+        sparse = _session(sparse_linear_pass(dense_model, {"lin": KernelSpec()}), args.threads, True)
         for tokens in args.tokens:
             x = rng.standard_normal((tokens, 768)).astype(np.float32)
             np.testing.assert_allclose(sparse.run(None, {"X": x})[0], dense.run(None, {"X": x})[0],
                                        rtol=1e-4, atol=1e-3)
             rounds = args.rounds or (9 if tokens >= 1024 else 200)
-            dense_run = (lambda: dense.run(None, {"X": x}))
-            runs = {"ort-dense": dense_run, "sparse-kernel": lambda: sparse.run(None, {"X": x})}
+            dense_run = (lambda dense=dense, x=x: dense.run(None, {"X": x}))
+            runs = {"ort-dense": dense_run, "sparse-kernel": lambda sparse=sparse, x=x: sparse.run(None, {"X": x})}
             extra = {"shape": [tokens, 768, 3072], "compaction": _compaction(w)}
             times = _interleaved(runs, rounds, args.warmup)
             peer_times = None
@@ -188,7 +189,6 @@ def _model_exports(suite: str, sparsity: float, directory: Path, args) -> dict[s
     from smp_export.autotune import AutotuneConfig
     from smp_export.magnitude import write_magnitude_mask_file
     from smp_export.export import ExportOptions, export_onnx
-    from smp_export.onnx_graph import GraphOptions
     from smp_export.readers import ReadOptions, read_checkpoint
 
     model_dir = _model_dir(suite, directory)
@@ -196,8 +196,8 @@ def _model_exports(suite: str, sparsity: float, directory: Path, args) -> dict[s
     write_magnitude_mask_file(model_dir, 1.0 - sparsity, mask)
     ckpt = read_checkpoint(model_dir, ReadOptions(mask_file=mask), input_format="packed")
     tune = AutotuneConfig(tokens=tuple(b * args.seq_len for b in args.batch), threads=args.threads)
-    variants = {"dense": {}, "compact": {}, "dense-mha": {"graph": GraphOptions(attention="mha")},
-                "sparse-kernel-mha": {"graph": GraphOptions(attention="mha")}, "sparse-kernel": {}}
+    variants = {"dense": {}, "compact": {}, "dense-mha": {"attention": "mha"},
+                "sparse-kernel-mha": {"attention": "mha"}, "sparse-kernel": {}}
     if args.auto:
         variants["auto"] = {"autotune": tune}
     out = {}
@@ -221,9 +221,8 @@ def model_suite(args) -> list[dict]:
             if not SPIN["spin"]:
                 sessions = {k: _respin(s, args.threads) for k, s in sessions.items()}
             for batch in args.batch:
-                ids = rng.integers(1000, 20000, size=(batch, args.seq_len), dtype=np.int64)
-                feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-                runs = {("ort-dense" if k == "dense" else k): (lambda s=s: s.run(feeds)) for k, s in sessions.items()}
+                feeds = random_inputs(batch, args.seq_len, vocab_size=20000, low_id=1000, rng=rng)
+                runs = {("ort-dense" if k == "dense" else k): (lambda s=s, f=feeds: s.run(f)) for k, s in sessions.items()}
                 rounds = args.rounds or (7 if batch >= 8 else 60)
                 times = _interleaved(runs, rounds, args.warmup)
                 targets = MINILM_TARGETS if args.suite == "minilm" else {}

@@ -18,7 +18,7 @@
 #    dense BERT directory), else a MiniLM-shaped BERT with random weights built here (same shapes,
 #    so the same speed; accuracy is then meaningless and not measured). A call carries at most
 #    64 MiB: the MiniLM weights (90 MB) do not fit, its shapes do.
-# 4. Runs the harness (smp_export.bench.run_benchmark, no click needed) on CUDA: a magnitude
+# 4. Runs the harness (smp_bench.run_benchmark, no click needed) on CUDA: a magnitude
 #    sweep (default 0.5,0.9,0.97) with the torch eager dense model, the masked torch.sparse CSR
 #    models and, with onnxruntime-gpu, the onnxruntime exports; then (GPU_CHECK_CPU=1, default)
 #    the same sweep on this machine's CPUs with onnxruntime (compact, and sparse-kernel when the
@@ -87,6 +87,7 @@ EOF
 # ---------------------------------------------------------------- the ai.smp kernel library
 # Built here with CMake (no pip install needed) so the CPU plan can run the sparse-kernel export.
 if [ -z "${SMP_SPARSE_LIBRARY:-}" ] && command -v cmake >/dev/null 2>&1; then
+  mkdir -p build
   if cmake -S runtime/native -B build/native-check -DCMAKE_BUILD_TYPE=Release >build/native-check.log 2>&1 \
      && cmake --build build/native-check -j >>build/native-check.log 2>&1; then
     export SMP_SPARSE_LIBRARY=$ROOT/build/native-check/libsmp_sparse.so
@@ -185,7 +186,7 @@ for label, extra in plans:
     print(f"\n== {label}: {command}", flush=True)
     start = time.perf_counter()
     try:
-        result = run_benchmark(BenchConfig(output_dir=out, command=command, **options), echo=print)
+        result = run_benchmark(BenchConfig.from_flat(output_dir=out, command=command, **options), echo=print)
     except SmpError as exc:
         print(f"error ({label}): {exc}")
         failed += 1

@@ -46,10 +46,11 @@ if not (model / "model.safetensors").is_file():
     BertModel(BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
               add_pooling_layer=False).save_pretrained(model, safe_serialization=True)
 for t in threads:
-    config = BenchConfig(output_dir=results / f"model-{t}threads", batch=32, seq_len=128, runs=10, warmup=3,
-                         threads=t, sparsity=0.9, variants=("sparse-kernel",), model_dir=model, data="none",
-                         eval_samples=0, memory=False, profile=True, torch_eager=False, demo_dir=None,
-                         progress=False, command=f"benchmarks/thread_scaling.sh ({t} threads)")
+    config = BenchConfig.from_flat(
+        output_dir=results / f"model-{t}threads", batch=32, seq_len=128, runs=10, warmup=3, threads=t,
+        sparsity=0.9, variants=("sparse-kernel",), model_dir=model, data="none", eval_samples=0, memory=False,
+        profile=True, torch_eager=False, demo_dir=None, progress=False,
+        command=f"benchmarks/thread_scaling.sh ({t} threads)")
     result = run_benchmark(config, echo=print)
     print(result.table)
 PYEOF

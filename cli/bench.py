@@ -1,4 +1,8 @@
-"""``smp-bench [EXPORT_DIR ...]``: a thin click layer over ``smp_bench.run.run_benchmark``."""
+"""``smp-bench [EXPORT_DIR ...]``: a thin click layer over ``smp_bench.run.run_benchmark``.
+
+Each option is spelled once, in its decorator: its parameter name is a field of one of the
+``BenchConfig`` groups (``smp_bench.config.GROUPS``), and ``BenchConfig.from_flat`` gives it there.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,6 +18,10 @@ from smp_bench.config import BACKENDS, BenchConfig
 from smp_bench.run import run_benchmark
 
 from .common import cli_errors, configure_logging
+
+#: Parameters handled here rather than passed on as config fields: -o/--output becomes
+#: ``output_dir`` (with its timestamped default), -v/--verbose sets up logging.
+CLI_ONLY = frozenset({"output", "verbose"})
 
 
 class _RecordingCommand(click.Command):
@@ -36,6 +45,16 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     if not text:
         return None
     return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def bench_config(ctx: click.Context, options: dict[str, Any], *, sweep: str | None, variants: str | None,
+                 output: Path | None) -> BenchConfig:
+    """The run's config: the click parameters as they are (EXPORT_DIRs included), the lists parsed,
+    plus the output directory and the command line to record."""
+    command = "smp-bench " + shlex.join(ctx.meta.get("smp_bench_argv", sys.argv[1:]))
+    return BenchConfig.from_flat(
+        **options, sweep=_floats(sweep, "--sweep"), variants=_names(variants),
+        output_dir=output or Path(f"bench-{datetime.now():%Y%m%d-%H%M%S}"), command=command)
 
 
 @click.command(cls=_RecordingCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,20 +104,14 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 @click.option("--profile-runs", type=int, default=3, show_default=True)
 @click.option("--plot/--no-plot", default=True, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("--custom-op-library", multiple=True, type=click.Path(path_type=Path),
+@click.option("--custom-op-library", "custom_op_libraries", multiple=True, type=click.Path(path_type=Path),
               help="onnxruntime custom-op library to register (repeatable).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Results directory [default: ./bench-YYYYmmdd-HHMMSS].")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress.")
 @click.pass_context
-def main(ctx: click.Context, export_dirs: tuple[Path, ...], batch: int, seq_len: int, device: str, backend: str,
-         runs: int, warmup: int, threads: int | None, spin: bool, sparsity: float, sweep: str | None,
-         variants: str | None,
-         model_dir: Path | None, baseline_dir: Path | None, cache_dir: Path, demo_dir: Path, rebuild: bool,
-         torch_eager: bool, data: str, text_column: str | None, text_pair_column: str | None,
-         label_column: str | None, eval_samples: int, centroid_samples: int, seed: int, memory: bool,
-         profile: bool, profile_runs: int, plot: bool, progress: bool, custom_op_library: tuple[Path, ...],
-         output: Path | None, verbose: bool) -> None:
+def main(ctx: click.Context, sweep: str | None, variants: str | None, output: Path | None, verbose: bool,
+         **options: Any) -> None:
     """Measure what pruning buys: latency, throughput, speed-up, memory, size and accuracy of
     every variant, interleaved, against the dense model.
 
@@ -106,18 +119,8 @@ def main(ctx: click.Context, export_dirs: tuple[Path, ...], batch: int, seq_len:
     or every --sweep level). Writes results.json, results.md, results.png and timings.json.
     """
     configure_logging(verbose)
-    command = "smp-bench " + shlex.join(ctx.meta.get("smp_bench_argv", sys.argv[1:]))
-    output = output or Path(f"bench-{datetime.now():%Y%m%d-%H%M%S}")
     with cli_errors():
-        config = BenchConfig(
-            export_dirs=tuple(export_dirs), output_dir=output, batch=batch, seq_len=seq_len, device=device,
-            backend=backend, runs=runs, warmup=warmup, threads=threads, spin=spin, sparsity=sparsity,
-            sweep=_floats(sweep, "--sweep"), variants=_names(variants), model_dir=model_dir,
-            baseline_dir=baseline_dir, cache_dir=cache_dir, demo_dir=demo_dir, rebuild=rebuild,
-            torch_eager=torch_eager, data=data, text_column=text_column, text_pair_column=text_pair_column,
-            label_column=label_column, eval_samples=eval_samples, centroid_samples=centroid_samples, seed=seed,
-            memory=memory, profile=profile, profile_runs=profile_runs, plot=plot, progress=progress,
-            custom_op_libraries=tuple(str(p) for p in custom_op_library), command=command)
+        config = bench_config(ctx, options, sweep=sweep, variants=variants, output=output)
         result = run_benchmark(config, echo=lambda message: click.echo(message, err=True))
     click.echo(result.table)
     for item in result.skipped:

@@ -1,4 +1,4 @@
-"""``smp-export MODEL_DIR --format onnx -o OUT_DIR``: a thin click layer over smp_export."""
+"""``smp-export MODEL_DIR --format onnx [-o OUT_DIR]``: a thin click layer over smp_export."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 import click
 
 from smp_export.autotune import AutotuneConfig
-from smp_export.export import WEIGHTS_VARIANTS, ExportOptions, export_onnx
-from smp_export.onnx_graph import GraphOptions
+from smp_export.export import ExportOptions, export_onnx
+from smp_export.output import default_output_dir
 from smp_export.readers import ReadOptions, read_checkpoint
 from smp_export.summary import format_summary
 from smp_export.validate import ValidationConfig
+from smp_export.variants import TRITON, VARIANTS, check_handoff, get_variant
 
 from .common import cli_errors, configure_logging
 
@@ -44,10 +45,11 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
 @click.option("--format", "fmt", type=click.Choice(["onnx", "triton"]), default="onnx", show_default=True,
               help="Output format; triton: -o is a Triton model repository, the model is named "
                    "after MODEL_DIR.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Export directory.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Export directory (--format triton: the model repository) [default: ./<MODEL_DIR name>-<format>].")
 @click.option("--input-format", type=str, default=None,
               help="Force the input format instead of detecting it (see --list-formats).")
-@click.option("--weights", type=click.Choice(WEIGHTS_VARIANTS), default="sparse-initializer",
+@click.option("--weights", type=click.Choice(list(VARIANTS)), default="sparse-initializer",
               show_default=True, help="How pruned weights are stored in the graph (sparse-kernel / auto: "
                                       "the ai.smp onnxruntime kernels).")
 @click.option("--autotune-tokens", type=str, default="128", show_default=True,
@@ -72,7 +74,7 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Validation tolerance.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress.")
-def main(model_dir: Path, fmt: str, output: Path, input_format: str | None, weights: str,
+def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | None, weights: str,
          keep: float | None, sparsity: float | None, smp_s: bool | None, smp_s_temperature: float | None,
          threshold: float | None, mask_file: Path | None, label_words: str | None, validate: bool,
          atol: float, overwrite: bool, verbose: bool, autotune_tokens: str = "128", attention: str = "auto") -> None:
@@ -89,8 +91,11 @@ def main(model_dir: Path, fmt: str, output: Path, input_format: str | None, weig
                                mask_file=mask_file, label_words=_label_words(label_words))
     options = ExportOptions(weights=weights, validate=validate, overwrite=overwrite,
                             validation=ValidationConfig(atol=atol), autotune=_autotune(autotune_tokens),
-                            graph=GraphOptions(attention=None if attention == "auto" else attention))
+                            attention=None if attention == "auto" else attention)
+    output = output or default_output_dir(model_dir, fmt)
     with cli_errors():
+        if fmt == "triton":
+            check_handoff(get_variant(weights), TRITON)
         ckpt = read_checkpoint(model_dir, read_options, input_format=input_format)
         if fmt == "triton":
             manifest, output = _export_triton(ckpt, model_dir, output, options)

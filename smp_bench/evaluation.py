@@ -20,6 +20,8 @@ from .plan import LoadedVariant
 
 @dataclass
 class EvalSet:
+    """The evaluation texts and labels, and the train texts of the nearest-centroid classifier."""
+
     source: str
     texts: list
     labels: list[str] | None
@@ -30,25 +32,26 @@ class EvalSet:
 
 def load_eval_set(config: BenchConfig) -> EvalSet | None:
     """The evaluation texts: BBC News (seeded split), a user file, or None (``--data none``)."""
-    if config.data == "none":
+    if config.data.data == "none":
         return None
-    if config.data == BBC:
+    if config.data.data == BBC:
         return _bbc_eval_set(config)
     return _split(_user_dataset(config), config)
 
 
 def _bbc_eval_set(config: BenchConfig) -> EvalSet:
-    test = load_bbc_news("test", seed=config.seed)
-    train = load_bbc_news("train", seed=config.seed)
-    n, m = config.eval_samples or config.batch, config.centroid_samples
+    test = load_bbc_news("test", seed=config.data.seed)
+    train = load_bbc_news("train", seed=config.data.seed)
+    n, m = config.data.eval_samples or config.timing.batch, config.data.centroid_samples
     return EvalSet(f"{test.source}[:{n}]", list(test.texts[:n]), list(test.labels[:n]),
                    list(train.texts[:m]), list(train.labels[:m]), test.label_names)
 
 
 def _user_dataset(config: BenchConfig) -> TextDataset:
-    path = Path(config.data)
-    if config.text_column is not None:
-        return load_table(path, config.text_column, config.label_column, config.text_pair_column)
+    data = config.data
+    path = Path(data.data)
+    if data.text_column is not None:
+        return load_table(path, data.text_column, data.label_column, data.text_pair_column)
     if path.suffix.lower() != ".tsv":
         raise BenchmarkError("--text-column is needed for CSV / JSONL data (GLUE TSVs are detected)",
                              path=path, field="--text-column")
@@ -57,12 +60,12 @@ def _user_dataset(config: BenchConfig) -> TextDataset:
 
 def _split(dataset: TextDataset, config: BenchConfig) -> EvalSet:
     """A seeded eval sample, and the next ``centroid_samples`` rows as train texts (labelled data only)."""
-    order = np.random.default_rng(config.seed).permutation(len(dataset))
-    n = min(config.eval_samples or config.batch, len(dataset))
-    test_idx, rest = order[:n], order[n:n + config.centroid_samples]
+    order = np.random.default_rng(config.data.seed).permutation(len(dataset))
+    n = min(config.data.eval_samples or config.timing.batch, len(dataset))
+    test_idx, rest = order[:n], order[n:n + config.data.centroid_samples]
     labels = dataset.labels
     has_train = bool(labels) and len(rest) > 0
-    return EvalSet(f"{dataset.source}[seed {config.seed}: {n}]", [dataset.texts[i] for i in test_idx],
+    return EvalSet(f"{dataset.source}[seed {config.data.seed}: {n}]", [dataset.texts[i] for i in test_idx],
                    [labels[i] for i in test_idx] if labels else None,
                    [dataset.texts[i] for i in rest] if has_train else None,
                    [labels[i] for i in rest] if has_train else None, dataset.label_names)
@@ -79,8 +82,8 @@ def eval_batches(eval_set: EvalSet, n_variants: int, batch: int) -> int:
 def _outputs_on(live: LoadedVariant, tokenizer: Tokenizer, texts: list, config: BenchConfig,
                 step: Callable[[], None]) -> np.ndarray:
     chunks = []
-    for i in range(0, len(texts), config.batch):
-        feeds = tokenizer.encode(texts[i:i + config.batch], max_length=config.seq_len)
+    for i in range(0, len(texts), config.timing.batch):
+        feeds = tokenizer.encode(texts[i:i + config.timing.batch], max_length=config.timing.seq_len)
         out = live.outputs(feeds)
         if live.kind == "embeddings":
             out = acc.mean_pool(out, feeds["attention_mask"])

@@ -24,7 +24,7 @@ from .torch_runners import load_torch_variant
 
 def check_device(config: BenchConfig) -> None:
     """Refuse CUDA early, with the reason, when a backend in use cannot run on it."""
-    if config.device != "cuda":
+    if config.backends.device != "cuda":
         return
     if config.uses_ort:
         try:
@@ -60,20 +60,22 @@ def timing_feeds(config: BenchConfig, tokenizer: Tokenizer | None, eval_set: Eva
                   vocab_size: int) -> tuple[dict[str, np.ndarray], str]:
     """One fixed [batch, seq_len] batch: real texts padded / truncated to seq_len when there are
     some, else seeded random token ids."""
+    batch, seq_len = config.timing.batch, config.timing.seq_len
     if tokenizer is not None and eval_set is not None and eval_set.texts:
-        texts = [eval_set.texts[i % len(eval_set.texts)] for i in range(config.batch)]
-        return tokenizer.encode(texts, max_length=config.seq_len, pad_to=config.seq_len), "eval texts"
-    feeds = random_inputs(config.batch, config.seq_len, vocab_size=vocab_size, low_id=1000 if vocab_size > 2000 else 1,
-                          rng=np.random.default_rng(config.seed))
+        texts = [eval_set.texts[i % len(eval_set.texts)] for i in range(batch)]
+        return tokenizer.encode(texts, max_length=seq_len, pad_to=seq_len), "eval texts"
+    feeds = random_inputs(batch, seq_len, vocab_size=vocab_size, low_id=1000 if vocab_size > 2000 else 1,
+                          rng=np.random.default_rng(config.data.seed))
     return feeds, "random token ids"
 
 
 def load_ort_variant(spec: VariantSpec, config: BenchConfig, feeds: dict[str, np.ndarray]) -> LoadedVariant:
+    """An onnxruntime variant: its session, timed on ``feeds``."""
     from runtime.session import ModelSession, SessionConfig
 
     session = ModelSession.load(spec.export_dir, SessionConfig(
-        device=config.device, intra_op_threads=config.threads, spinning=config.spin,
-        custom_op_libraries=tuple(config.custom_op_libraries)))
+        device=config.backends.device, intra_op_threads=config.timing.threads, spinning=config.timing.spin,
+        custom_op_libraries=tuple(config.backends.custom_op_libraries)))
     declared = set(session.input_names)
     inputs = {k: v for k, v in feeds.items() if k in declared}
     output = "logits" if "logits" in session.output_names else session.output_names[0]
@@ -88,7 +90,7 @@ def load_variants(specs: Sequence[VariantSpec], config: BenchConfig, feeds: dict
                   echo: Callable[[str], None]) -> list[LoadedVariant]:
     """Every variant loaded, in order; one that fails is skipped (the reference's failure is fatal)."""
     lives: list[LoadedVariant] = []
-    for spec in bar_iter(specs, "loading", config.progress):
+    for spec in bar_iter(specs, "loading", config.output.progress):
         try:
             live = load_ort_variant(spec, config, feeds) if spec.backend == "onnxruntime" else \
                 load_torch_variant(spec, config, feeds, checkpoint)

@@ -26,11 +26,13 @@ PROBE_MODULE = "smp_bench.memory"
 
 
 def probe_argv(spec: VariantSpec, config: BenchConfig) -> list[str]:
-    common = ["--batch", str(config.batch), "--seq-len", str(config.seq_len), "--device", config.device]
-    if config.threads:
-        common += ["--threads", str(config.threads)]
+    """The Python arguments of the child process that measures one variant's peak memory."""
+    timing = config.timing
+    common = ["--batch", str(timing.batch), "--seq-len", str(timing.seq_len), "--device", config.backends.device]
+    if timing.threads:
+        common += ["--threads", str(timing.threads)]
     if spec.backend == "onnxruntime":
-        libs = [a for lib in config.custom_op_libraries for a in ("--custom-op-library", lib)]
+        libs = [a for lib in config.backends.custom_op_libraries for a in ("--custom-op-library", lib)]
         return ["-m", "smp_bench.memprobe", str(spec.export_dir), *common, *libs]
     return ["-m", PROBE_MODULE, "probe", spec.source.to_json(), *common, *(["--csr"] if spec.csr else [])]
 
@@ -38,7 +40,7 @@ def probe_argv(spec: VariantSpec, config: BenchConfig) -> list[str]:
 def probe_memory(lives: Sequence[LoadedVariant], config: BenchConfig, notes: list[str]) -> dict[str, dict[str, Any]]:
     """The probe's JSON per variant name; a probe that fails is a note."""
     memory: dict[str, dict[str, Any]] = {}
-    for live in bar_iter(lives, "peak RSS (one process per variant)", config.progress):
+    for live in bar_iter(lives, "peak RSS (one process per variant)", config.output.progress):
         try:
             memory[live.spec.name] = probe_in_subprocess(probe_argv(live.spec, config))
         except (RuntimeError, OSError, ValueError) as exc:

@@ -16,7 +16,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from .config import (
 )
 from .errors import BenchmarkError
 from .harness import Runner
+
+if TYPE_CHECKING:
+    from smp_export.export import ExportOptions
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +80,14 @@ def _sparsity_of(export_dir: Path) -> float:
     return 1.0 - float(density) if density is not None else 0.0
 
 
-def export_options(config: BenchConfig, weights: str):
+def export_options(config: BenchConfig, weights: str) -> ExportOptions:
     """The ExportOptions smp-bench exports with: ``auto`` is tuned at the benchmark's own shape."""
     from smp_export.autotune import AutotuneConfig
     from smp_export.export import ExportOptions
 
+    timing = config.timing
     return ExportOptions(weights=weights, overwrite=True,
-                         autotune=AutotuneConfig(tokens=(config.batch * config.seq_len,), threads=config.threads))
+                         autotune=AutotuneConfig(tokens=(timing.batch * timing.seq_len,), threads=timing.threads))
 
 
 def _export(ckpt, options, out: Path) -> Path:
@@ -105,11 +109,11 @@ def _current(manifest: Manifest, options) -> bool:
 # ---------------------------------------------------------------------------- the default model
 
 def _model_dir(config: BenchConfig) -> tuple[Path, str]:
-    if config.model_dir is None:
+    if config.model.model_dir is None:
         from smp_export.default_model import default_model_dir
 
         return default_model_dir(), DEFAULT_TAG
-    path = Path(config.model_dir).resolve()
+    path = Path(config.model.model_dir).resolve()
     if not path.is_dir():
         raise BenchmarkError("model directory not found", path=path, field="--model-dir")
     return path, f"{path.name}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
@@ -142,14 +146,14 @@ class _Builder:
         self.config = config
         self.echo = echo
         self.model_dir, self.tag = _model_dir(config)
-        self.cache = Path(config.cache_dir) / self.tag
+        self.cache = Path(config.model.cache_dir) / self.tag
         self.checkpoint = CheckpointCache()
 
     def mask_source(self, level: float) -> CheckpointSource:
         from smp_export.magnitude import write_magnitude_mask_file
 
         mask = (self.cache / f"magnitude-sparsity{level:.2f}.npy").resolve()
-        if not mask.is_file() or self.config.rebuild:
+        if not mask.is_file() or self.config.model.rebuild:
             self.echo(f"building magnitude masks at sparsity {level:.2f}: {mask}")
             write_magnitude_mask_file(self.model_dir, 1.0 - level, mask)
         return CheckpointSource("packed", str(self.model_dir), mask_file=str(mask))
@@ -160,7 +164,7 @@ class _Builder:
     def export(self, source: CheckpointSource, weights: str, out: Path, *, density: float | None,
                reuse: Sequence[Path] = ()) -> Path:
         options = export_options(self.config, weights)
-        if not self.config.rebuild:
+        if not self.config.model.rebuild:
             for candidate in [*reuse, out]:
                 if _manifest_ok(candidate, options=options, source=self.model_dir, density=density):
                     logger.info("reusing %s", candidate)
@@ -176,8 +180,8 @@ class _Builder:
         specs = []
         for weights in self.config.export_variants() if self.config.uses_ort else ():
             reuse = []
-            if self.config.demo_dir is not None:
-                reuse.append(Path(self.config.demo_dir) / f"{DEFAULT_TAG}-{weights}")
+            if self.config.model.demo_dir is not None:
+                reuse.append(Path(self.config.model.demo_dir) / f"{DEFAULT_TAG}-{weights}")
             out = self.export(source, weights, self.cache / f"sparsity{level:.2f}-{weights}",
                               density=1.0 - level, reuse=reuse)
             specs.append(VariantSpec(f"{weights}@{level:.2f}", "onnxruntime", weights, _sparsity_of(out), out, source))
@@ -212,7 +216,7 @@ class _Plan:
 def plan_variants(config: BenchConfig, echo: Echo) -> tuple[list[VariantSpec], list[dict[str, str]], list[str]]:
     """Every variant to measure (reference first), what was skipped, notes for the reader."""
     plan = _Plan(config, echo)
-    if not config.export_dirs or config.sweep:
+    if not config.model.export_dirs or config.model.sweep:
         _add_default_model(plan)
     _add_user_exports(plan)
     ort_dense = [_ort_reference(plan)] if config.uses_ort else []
@@ -224,12 +228,12 @@ def plan_variants(config: BenchConfig, echo: Echo) -> tuple[list[VariantSpec], l
 def _add_default_model(plan: _Plan) -> None:
     config = plan.config
     builder = _Builder(config, plan.echo)
-    for level in (config.sweep or (config.sparsity,)):
+    for level in (config.model.sweep or (config.model.sparsity,)):
         for spec in builder.level_exports(level):
             spec.name = plan.unique(spec.name)
             plan.pruned.append(spec)
     plan.dense_source = builder.dense_source()
-    if config.uses_ort and config.baseline_dir is None:
+    if config.uses_ort and config.model.baseline_dir is None:
         plan.dense_export = builder.dense_export()
 
 
@@ -246,7 +250,7 @@ def _add_user_exports(plan: _Plan) -> None:
     """An onnxruntime runner per EXPORT_DIR, a torch-csr one per distinct source checkpoint."""
     config = plan.config
     user_sources: dict[tuple, CheckpointSource | None] = {}
-    for directory in map(Path, config.export_dirs):
+    for directory in map(Path, config.model.export_dirs):
         manifest = Manifest.read(directory)
         sparsity = 1.0 - float(manifest.totals.get("density", 1.0))
         key = (manifest.source_format, manifest.source_path,
@@ -293,8 +297,8 @@ def _dense_export(plan: _Plan) -> Path:
     """``--baseline``, else the unpruned export of the default model or of the exports' source,
     else (no source) a ``--weights dense`` export among the EXPORT_DIRs."""
     config = plan.config
-    if config.baseline_dir is not None:
-        dense_export = Path(config.baseline_dir)
+    if config.model.baseline_dir is not None:
+        dense_export = Path(config.model.baseline_dir)
         if not (dense_export / "model.onnx").is_file():
             raise BenchmarkError("no model.onnx in the baseline directory", path=dense_export, field="--baseline")
         return dense_export
@@ -302,7 +306,8 @@ def _dense_export(plan: _Plan) -> Path:
         return plan.dense_export
     if plan.dense_source is not None:
         digest = hashlib.sha1(plan.dense_source.to_json().encode()).hexdigest()[:10]
-        return _export_unpruned(plan.dense_source, Path(config.cache_dir) / f"unpruned-{digest}", config, plan.echo)
+        out = Path(config.model.cache_dir) / f"unpruned-{digest}"
+        return _export_unpruned(plan.dense_source, out, config, plan.echo)
     zeros = [s for s in plan.pruned if s.backend == "onnxruntime" and s.family == "dense"]
     if not zeros:
         raise BenchmarkError("no dense baseline: the exports' source checkpoints are not available; pass "
@@ -316,7 +321,7 @@ def _dense_export(plan: _Plan) -> Path:
 
 def _export_unpruned(source: CheckpointSource, out: Path, config: BenchConfig, echo: Echo) -> Path:
     options = export_options(config, "dense")
-    if not config.rebuild and (out / MANIFEST_NAME).is_file() and (out / "model.onnx").is_file():
+    if not config.model.rebuild and (out / MANIFEST_NAME).is_file() and (out / "model.onnx").is_file():
         try:
             if _current(Manifest.read(out), options):
                 return out

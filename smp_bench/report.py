@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,14 +18,15 @@ from .records import build_record, write_json, write_markdown
 
 
 def environment(config: BenchConfig) -> dict[str, Any]:
+    """The machine, the versions and the thread settings the run measured with."""
     env = stats.environment()
-    env["ort_intra_op_threads"] = config.threads if config.threads else "default"
-    env["ort_spinning"] = config.spin
+    env["ort_intra_op_threads"] = config.timing.threads if config.timing.threads else "default"
+    env["ort_spinning"] = config.timing.spin
     try:
         import torch
 
         env["torch_threads"] = torch.get_num_threads()
-        if config.device == "cuda" and torch.cuda.is_available():
+        if config.backends.device == "cuda" and torch.cuda.is_available():
             env["cuda_device"] = torch.cuda.get_device_name()
             env["torch_cuda"] = torch.version.cuda
     except ImportError:
@@ -48,10 +48,10 @@ def _onnx_bytes(export_dir: Path | None) -> int | None:
 def _info(live: LoadedVariant, reference: LoadedVariant, config: BenchConfig) -> dict[str, Any]:
     spec = live.spec
     return {"backend": spec.backend, "family": spec.family, "sparsity": spec.sparsity,
-            "density": 1.0 - spec.sparsity, "device": config.device, "providers": live.providers,
+            "density": 1.0 - spec.sparsity, "device": config.backends.device, "providers": live.providers,
             "export_dir": str(spec.export_dir) if spec.export_dir else None,
             "is_reference": spec.is_reference, "reference": reference.spec.name,
-            "seq_len": config.seq_len, "warmup": config.warmup, "output": live.output_name,
+            "seq_len": config.timing.seq_len, "warmup": config.timing.warmup, "output": live.output_name,
             "load_s": live.load_s, "onnx_bytes": _onnx_bytes(spec.export_dir)}
 
 
@@ -65,6 +65,7 @@ class Measurements:
     profiles: dict[str, Any] = field(default_factory=dict)
 
     def record_fields(self, name: str) -> dict[str, Any]:
+        """The flat record fields of one variant's measurements."""
         extra = memory_fields(self.memory.get(name))
         extra.update(self.evals.get(name, {}))
         if name in self.profiles:
@@ -77,7 +78,7 @@ def build_records(lives: list[LoadedVariant], reference: LoadedVariant, config: 
     """One flat record per variant."""
     return [build_record(live.spec.name, info=_info(live, reference, config), summary=timing.summary(live.spec.name),
                          speedup=timing.speedup(live.spec.name, reference.spec.name),
-                         extra=measured.record_fields(live.spec.name), environment=env, command=config.command)
+                         extra=measured.record_fields(live.spec.name), environment=env, command=config.output.command)
             for live in lives]
 
 
@@ -89,13 +90,12 @@ def _write_json(path: Path, data: Any) -> Path:
 def write_files(config: BenchConfig, records: list[dict[str, Any]], skipped: list[dict[str, str]], notes: list[str],
                 timing: TimingResult, env: dict[str, Any], profiles: dict[str, Any],
                 echo: Callable[[str], None]) -> dict[str, Path]:
-    out = Path(config.output_dir)
+    """Write the results files into ``config.output.output_dir``; returns them by kind."""
+    out = Path(config.output.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     files["json"] = write_json(out / "results.json", records, skipped=skipped, notes=notes,
-                               environment=env, command=config.command,
-                               config={k: (str(v) if isinstance(v, Path) else v)
-                                       for k, v in dataclasses.asdict(config).items()})
+                               environment=env, command=config.output.command, config=config.to_dict())
     files["timings"] = _write_json(out / "timings.json", timing.to_dict())
     plot_name = _plot(config, records, out, env, files, notes, echo)
     md_notes = [*notes, *[f"skipped {s['name']}: {s['reason']}" for s in skipped]]
@@ -108,13 +108,13 @@ def write_files(config: BenchConfig, records: list[dict[str, Any]], skipped: lis
 def _plot(config: BenchConfig, records: list[dict[str, Any]], out: Path, env: dict[str, Any],
           files: dict[str, Path], notes: list[str], echo: Callable[[str], None]) -> str | None:
     """``results.png`` (into ``files``), or None with a note why not."""
-    if not config.plot:
+    if not config.output.plot:
         return None
     from .plot import PlotError, plot_results
 
     try:
         files["png"] = plot_results(records, out / "results.png",
-                                    title=f"{config.command or 'smp-bench'} | {env.get('cpu_model')}")
+                                    title=f"{config.output.command or 'smp-bench'} | {env.get('cpu_model')}")
     except PlotError as exc:
         notes.append(f"no plot: {exc}")
         echo(f"warning: no plot: {exc}")

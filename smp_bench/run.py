@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class BenchResult:
+    """What ``run_benchmark`` measured and wrote, and the terminal table of it."""
+
     records: list[dict[str, Any]]
     skipped: list[dict[str, str]]
     files: dict[str, Path]
@@ -40,10 +42,10 @@ def run_benchmark(config: BenchConfig, *, echo: Callable[[str], None] | None = N
     """Build, time, evaluate, probe and write one benchmark run (see the package docstring)."""
     echo = echo or (lambda message: logger.info("%s", message))
     check_device(config)
-    if config.threads:
+    if config.timing.threads:
         import torch
 
-        torch.set_num_threads(config.threads)
+        torch.set_num_threads(config.timing.threads)
     specs, skipped, notes = plan_variants(config, echo)
     eval_set = load_eval_set(config)          # its texts also make the timed batch
     checkpoint = CheckpointCache()            # shared by the tokenizer lookup and the torch variants
@@ -56,7 +58,7 @@ def run_benchmark(config: BenchConfig, *, echo: Callable[[str], None] | None = N
     env_start = environment(config)
     timing = _time(lives, config)
     measured = Measurements(evals=_accuracy(lives, reference, tokenizer, eval_set, config, notes))
-    if config.memory:
+    if config.output.memory:
         measured.memory = probe_memory(lives, config, notes)
     measured.profiles, profile_text = _profile(lives, config, feeds)
 
@@ -70,22 +72,22 @@ def run_benchmark(config: BenchConfig, *, echo: Callable[[str], None] | None = N
 
 
 def _time(lives: Sequence[LoadedVariant], config: BenchConfig) -> TimingResult:
-    plan = TimingPlan(runs=config.runs, warmup=config.warmup)
-    progress = bar(len(lives) * (plan.runs + plan.warmup), "timing (interleaved)", config.progress)
-    timing = time_interleaved([x.runner for x in lives], plan, batch_size=config.batch,
+    plan = TimingPlan(runs=config.timing.runs, warmup=config.timing.warmup)
+    progress = bar(len(lives) * (plan.runs + plan.warmup), "timing (interleaved)", config.output.progress)
+    timing = time_interleaved([x.runner for x in lives], plan, batch_size=config.timing.batch,
                               on_call=lambda phase, name: progress.update())
     progress.close()
     return timing
 
 
-def _accuracy(lives: Sequence[LoadedVariant], reference: LoadedVariant, tokenizer: Tokenizer | None, eval_set: EvalSet | None,
-              config: BenchConfig, notes: list[str]) -> dict[str, dict[str, Any]]:
-    if eval_set is None or config.eval_samples == 0:
+def _accuracy(lives: Sequence[LoadedVariant], reference: LoadedVariant, tokenizer: Tokenizer | None,
+              eval_set: EvalSet | None, config: BenchConfig, notes: list[str]) -> dict[str, dict[str, Any]]:
+    if eval_set is None or config.data.eval_samples == 0:
         return {}
     if tokenizer is None:
         notes.append("no tokenizer: accuracy not measured")
         return {}
-    progress = bar(eval_batches(eval_set, len(lives), config.batch), "accuracy", config.progress)
+    progress = bar(eval_batches(eval_set, len(lives), config.timing.batch), "accuracy", config.output.progress)
     evals = evaluate(lives, reference, tokenizer, eval_set, config, progress.update)
     progress.close()
     return evals
@@ -94,17 +96,18 @@ def _accuracy(lives: Sequence[LoadedVariant], reference: LoadedVariant, tokenize
 def _profile(lives: Sequence[LoadedVariant], config: BenchConfig,
              feeds: dict[str, np.ndarray]) -> tuple[dict[str, Any], str | None]:
     """onnxruntime's per-operator profile of every onnxruntime variant, and its printed summary."""
-    if not config.profile:
+    if not config.output.profile:
         return {}, None
     from runtime.session import required_custom_op_libraries
 
     from .profile import format_profile, profile_model
 
     profiles = {}
-    for live in bar_iter([x for x in lives if x.spec.backend == "onnxruntime"], "profiling", config.progress):
+    ort_lives = [x for x in lives if x.spec.backend == "onnxruntime"]
+    for live in bar_iter(ort_lives, "profiling", config.output.progress):
+        libraries = required_custom_op_libraries(live.spec.export_dir, config.backends.custom_op_libraries)
         profiles[live.spec.name] = profile_model(
-            Path(live.spec.export_dir) / "model.onnx", feeds, runs=config.profile_runs,
-            providers=select_providers(config.device), intra_op_threads=config.threads,
-            custom_op_libraries=required_custom_op_libraries(live.spec.export_dir, config.custom_op_libraries),
-            name=live.spec.name)
+            Path(live.spec.export_dir) / "model.onnx", feeds, runs=config.output.profile_runs,
+            providers=select_providers(config.backends.device), intra_op_threads=config.timing.threads,
+            custom_op_libraries=libraries, name=live.spec.name)
     return profiles, (format_profile(profiles) if profiles else None)

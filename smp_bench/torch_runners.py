@@ -5,6 +5,7 @@ eager BERT) and ``torch-csr@s`` (every pruned linear as a ``torch.sparse`` CSR m
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,11 @@ from .config import BenchConfig, CheckpointCache
 from .errors import BenchmarkError
 from .harness import Runner
 from .plan import LoadedVariant, VariantSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from smp_export.checkpoint import PrunedCheckpoint
 
 
 def _csr_module(weight, bias, device: str):
@@ -38,7 +44,7 @@ def _csr_module(weight, bias, device: str):
     return CSRLinear()
 
 
-def build_torch_model(ckpt, *, csr: bool, device: str = "cpu"):
+def build_torch_model(ckpt: PrunedCheckpoint, *, csr: bool, device: str = "cpu") -> nn.Module:
     """The masked Hugging Face model (``reference.build_reference_model``); with ``csr`` every
     pruned linear is replaced by a torch.sparse CSR one. Returns the module on ``device``."""
     from smp_export.reference import build_reference_model
@@ -47,9 +53,10 @@ def build_torch_model(ckpt, *, csr: bool, device: str = "cpu"):
     if csr:
         modules = dict(model.named_modules())
         masked = ckpt.masked_weights()
+        prefixes = ("model.", f"model.{ckpt.arch.model_prefix}")
         for name in ckpt.masks:
-            module = name.removesuffix(".weight")
-            path = next((p + module for p in ("model.", "model.bert.") if p + module in modules), None)
+            module = ckpt.arch.own_name(name).removesuffix(".weight")
+            path = next((p + module for p in prefixes if p + module in modules), None)
             if path is None:
                 raise BenchmarkError("pruned linear not found in the torch model", field=name)
             parent_path, _, child = path.rpartition(".")
@@ -57,14 +64,16 @@ def build_torch_model(ckpt, *, csr: bool, device: str = "cpu"):
     return model.to(device).eval()
 
 
-def load_torch_variant(spec: VariantSpec, config: BenchConfig, feeds: dict[str, np.ndarray], checkpoint: CheckpointCache) -> LoadedVariant:
+def load_torch_variant(spec: VariantSpec, config: BenchConfig, feeds: dict[str, np.ndarray],
+                       checkpoint: CheckpointCache) -> LoadedVariant:
+    """A torch variant (``torch-eager-dense`` or ``torch-csr@s``) built from its source checkpoint."""
     import torch
 
     start = time.perf_counter()
     ckpt = checkpoint(spec.source)
-    model = build_torch_model(ckpt, csr=spec.csr, device=config.device)
+    model = build_torch_model(ckpt, csr=spec.csr, device=config.backends.device)
     load_s = time.perf_counter() - start
-    device = torch.device(config.device)
+    device = torch.device(config.backends.device)
     timed = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
 
     def run() -> None:
@@ -76,7 +85,7 @@ def load_torch_variant(spec: VariantSpec, config: BenchConfig, feeds: dict[str, 
             out = model(**{k: torch.from_numpy(np.asarray(v, dtype=np.int64)).to(device) for k, v in f.items()})
         return out.float().cpu().numpy()
 
-    sync = torch.cuda.synchronize if config.device == "cuda" else None
+    sync = torch.cuda.synchronize if config.backends.device == "cuda" else None
     id2label = {int(k): str(v) for k, v in (ckpt.config.id2label or {}).items()} if ckpt.head.kind != "none" else {}
     return LoadedVariant(spec, Runner(spec.name, run, sync), outputs, ckpt.head.output_name, load_s,
-                 f"torch-{config.device}", id2label)
+                 f"torch-{config.backends.device}", id2label)

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from runtime.kernels import KernelLibraryError, custom_op_library_path
 
 from .errors import ExportError
-from .passes.sparse_kernel import KernelSpec, module_of, sparse_kernel_pass
+from .passes.sparse_linear import KernelSpec, module_of, sparse_linear_pass
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class LinearChoice:
 
     @property
     def spec(self) -> KernelSpec | None:
-        """The kernel spec for sparse_kernel_pass, None when the linear stays dense."""
+        """The kernel spec for sparse_linear_pass, None when the linear stays dense."""
         return None if self.format == "dense" else KernelSpec(self.format, self.block_shape)
 
 
@@ -72,7 +72,7 @@ def _label(fmt: str, block: tuple[int, int]) -> str:
     return fmt if fmt != "bsr" else f"bsr{block[0]}x{block[1]}"
 
 
-def _dense_model(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+def dense_linear_model(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
     """Y = X @ W^T + b with the graph's own naming (``lin.weight_t``, ``lin.bias``)."""
     out, inp = weight.shape
     graph = helper.make_graph(
@@ -122,10 +122,10 @@ def time_linear_per_shape(weight: np.ndarray, bias: np.ndarray, config: Autotune
                           library: str | None = None) -> dict[str, list[float]]:
     """Median milliseconds per candidate label, one per token count of ``config.tokens``."""
     library = library or str(custom_op_library_path())
-    dense = _dense_model(weight, bias)
+    dense = dense_linear_model(weight, bias)
     sessions = {}
     for fmt, block in _candidates(weight, config):
-        model = dense if fmt == "dense" else sparse_kernel_pass(dense, {"lin": KernelSpec(fmt, block)})
+        model = dense if fmt == "dense" else sparse_linear_pass(dense, {"lin": KernelSpec(fmt, block)})
         sessions[_label(fmt, block)] = _session(model, library, config.threads)
     rng = np.random.default_rng(config.seed)
     medians: dict[str, list[float]] = {label: [] for label in sessions}

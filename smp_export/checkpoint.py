@@ -1,6 +1,7 @@
 """The one in-memory form every reader produces and every later stage consumes.
 
-Weight names are canonical Hugging Face ``BertModel`` names without a ``bert.`` prefix
+Weight names are canonical: Hugging Face ``BertModel`` names without a ``bert.`` prefix, whatever
+the architecture (``smp_export.arch`` maps each family's own names onto them)
 (``embeddings.word_embeddings.weight``, ``encoder.layer.0.attention.self.query.weight``),
 plus the head's own names (``pooler.dense.weight``, ``classifier.weight``,
 ``cls.predictions.transform.dense.weight``, ``cls.predictions.decoder.weight``,
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import BertConfig
+from transformers import PretrainedConfig
+
+from .arch import BERT, Architecture, EncoderDims
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +88,12 @@ class HeadSpec:
 class PrunedCheckpoint:
     """Dense weights, boolean masks of the pruned linears, and what produced them.
 
-    ``weights`` hold float tensors under canonical names. Any non-binary scaling a method
-    applies (e.g. movement pruning's ``l0`` soft mask) is already folded into the weight;
-    ``masks`` are boolean and the masked model uses ``weight * mask``.
+    ``weights`` hold float tensors under canonical names (``arch`` maps them to its own). Any
+    non-binary scaling a method applies (e.g. movement pruning's ``l0`` soft mask) is already
+    folded into the weight; ``masks`` are boolean and the masked model uses ``weight * mask``.
     """
 
-    config: BertConfig
+    config: PretrainedConfig
     weights: dict[str, torch.Tensor]
     masks: dict[str, torch.Tensor]
     source_format: str
@@ -99,6 +102,12 @@ class PrunedCheckpoint:
     head: HeadSpec = field(default_factory=HeadSpec)
     tokenizer_dir: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    arch: Architecture = BERT
+
+    @property
+    def dims(self) -> EncoderDims:
+        """The encoder's dimensions from ``config`` (``Architecture.dims``)."""
+        return self.arch.dims(self.config)
 
     def masked_weights(self) -> dict[str, torch.Tensor]:
         """Weights with every mask applied (pruned entries exactly zero)."""

@@ -20,10 +20,10 @@ def write_magnitude_mask_file(model_dir: str | Path, keep: float, out_path: str 
     save the masks in the official SMP packed-bit ``.npy`` release format."""
     keep = check_keep_ratio(keep)
     ckpt = read_checkpoint(model_dir, input_format="dense")
-    names = linear_weight_names(ckpt.config.num_hidden_layers)
+    names = linear_weight_names(ckpt.dims.layers)
     masks = {name: magnitude_mask(ckpt.weights[name], keep) for name in names}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out_path, pack_masks(masks))
+    np.save(out_path, pack_masks(masks, ckpt.arch))
     logger.info("wrote magnitude masks (keep %.3f) of %s to %s", keep, model_dir, out_path)
     return out_path

@@ -1,9 +1,10 @@
-"""The masked PyTorch reference: Hugging Face's own BERT classes loaded with ``weight * mask``.
+"""The masked PyTorch model an export must agree with.
 
 Validation compares the exported ONNX graph against this model, so it is built from the
-transformers classes (eager attention, eval mode) rather than re-implemented. Its forward
-takes ``(input_ids, attention_mask, token_type_ids)`` and returns the one tensor the export
-outputs: ``last_hidden_state`` (head ``none``) or ``logits``.
+architecture's transformers classes (eager attention, eval mode) rather than re-implemented.
+Its forward takes ``(input_ids, attention_mask, token_type_ids)`` (token types are dropped for
+an architecture without them) and returns the one tensor the export outputs:
+``last_hidden_state`` (head ``none``) or ``logits``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+from transformers import PretrainedConfig
 
+from .arch import Architecture
 from .checkpoint import HeadSpec, PrunedCheckpoint
 from .errors import CheckpointError
 
@@ -32,12 +34,13 @@ _FALLBACKS = {
 class ReferenceModel(nn.Module):
     """``forward(input_ids, attention_mask, token_type_ids)`` -> the export's one output tensor."""
 
-    def __init__(self, model: nn.Module, head: HeadSpec, config: BertConfig,
+    def __init__(self, model: nn.Module, head: HeadSpec, config: PretrainedConfig, arch: Architecture,
                  prototypes: torch.Tensor | None = None):
         super().__init__()
         self.model = model
         self.head = head
         self.config = config
+        self.arch = arch
         self.register_buffer("label_ids", torch.tensor(head.label_token_ids, dtype=torch.long), persistent=False)
         if head.kind == "prototype":
             if prototypes is None:
@@ -45,15 +48,17 @@ class ReferenceModel(nn.Module):
             self.register_buffer("prototypes", prototypes.detach().float(), persistent=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor) -> torch.Tensor:
-        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask)
+        if self.arch.token_types:
+            kwargs["token_type_ids"] = token_type_ids
         if self.head.kind == "none":
             return self.model(**kwargs).last_hidden_state
         if self.head.kind == "sequence-classification":
             return self.model(**kwargs).logits
         if self.head.kind == "prototype":
             return self._prototype_logits(self.model(**kwargs).last_hidden_state, attention_mask)
-        hidden = self.model.bert(**kwargs).last_hidden_state
+        hidden = getattr(self.model, self.arch.model_prefix.rstrip("."))(**kwargs).last_hidden_state
         scores = self.model.cls(hidden[:, :1])          # MLM prediction scores at [CLS]
         return scores[:, 0, :].index_select(-1, self.label_ids)
 
@@ -64,24 +69,22 @@ class ReferenceModel(nn.Module):
         return torch.nn.functional.normalize(pooled, p=2.0, dim=-1, eps=1e-12) @ self.prototypes.t()
 
 
-def _hf_model(config: BertConfig, head: HeadSpec) -> tuple[nn.Module, str]:
-    """(untrained HF model, prefix of the encoder's parameter names)."""
-    if head.kind in ("none", "prototype"):
-        return BertModel._from_config(config, attn_implementation="eager", add_pooling_layer=False), ""
-    if head.kind == "sequence-classification":
-        return BertForSequenceClassification._from_config(config, attn_implementation="eager"), "bert."
-    if head.kind == "smp-label-words":
-        if not head.label_token_ids:
-            raise CheckpointError("smp-label-words head without label_token_ids", field="label_token_ids")
-        return BertForMaskedLM._from_config(config, attn_implementation="eager"), "bert."
-    raise CheckpointError(f"unknown head kind {head.kind!r}", field="head.kind")
+def _hf_model(config: PretrainedConfig, head: HeadSpec, arch: Architecture) -> nn.Module:
+    """The untrained transformers model of ``head`` (the base model for none / prototype)."""
+    kind = "none" if head.kind == "prototype" else head.kind
+    if kind not in arch.classes:
+        raise CheckpointError(f"a {arch.name} model has no {head.kind!r} head", field="head.kind")
+    if kind == "smp-label-words" and not head.label_token_ids:
+        raise CheckpointError("smp-label-words head without label_token_ids", field="label_token_ids")
+    kwargs = dict(arch.base_kwargs) if kind == "none" else {}
+    return arch.classes[kind]._from_config(config, attn_implementation="eager", **kwargs)
 
 
-def _state_dict(model: nn.Module, prefix: str, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _state_dict(model: nn.Module, arch: Architecture, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Every parameter ``model`` needs, from canonical ``weights``; CheckpointError naming a missing one."""
     out = {}
     for key, param in model.state_dict().items():
-        canonical = key.removeprefix(prefix) if key.startswith(prefix) and prefix else key
+        canonical = arch.canonical_name(key)
         source = canonical
         if canonical == "cls.predictions.decoder.bias" and "cls.predictions.bias" in weights:
             source = "cls.predictions.bias"     # tied pair in HF: the canonical bias wins
@@ -93,19 +96,18 @@ def _state_dict(model: nn.Module, prefix: str, weights: Mapping[str, torch.Tenso
         if tuple(tensor.shape) != tuple(param.shape):
             raise CheckpointError(f"shape {list(tensor.shape)} != expected {list(param.shape)}", field=source)
         out[key] = tensor
-    unused = sorted(set(weights) - {k.removeprefix(prefix) for k in out} - set(_FALLBACKS.values()))
+    unused = sorted(set(weights) - {arch.canonical_name(k) for k in out} - set(_FALLBACKS.values()))
     if unused:
         logger.debug("reference ignores %d weights: %s", len(unused), ", ".join(unused[:5]))
     return out
 
 
 def build_reference_model(ckpt: PrunedCheckpoint) -> ReferenceModel:
-    """The masked model (``ckpt.masked_weights()``) in HF classes, eager attention, eval mode."""
+    """The masked model (``ckpt.masked_weights()``) in transformers classes, eager attention, eval mode."""
     config = copy.deepcopy(ckpt.config)
     config.tie_word_embeddings = False      # the decoder is loaded explicitly (or from the embeddings)
-    model, prefix = _hf_model(config, ckpt.head)
-    state = _state_dict(model, prefix, ckpt.masked_weights())
-    model.load_state_dict(state, strict=True)
+    model = _hf_model(config, ckpt.head, ckpt.arch)
+    model.load_state_dict(_state_dict(model, ckpt.arch, ckpt.masked_weights()), strict=True)
     model.eval()
     prototypes = ckpt.weights.get("prototype.weight") if ckpt.head.kind == "prototype" else None
-    return ReferenceModel(model, ckpt.head, config, prototypes).eval()
+    return ReferenceModel(model, ckpt.head, config, ckpt.arch, prototypes).eval()

@@ -23,6 +23,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from runtime.contract import INPUT_NAMES, random_inputs
 from runtime.manifest import ValidationRecord
 
+from .checkpoint import PrunedCheckpoint
 from .errors import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -142,3 +143,15 @@ def validate_export(onnx_path: Path, reference: torch.nn.Module, *, vocab_size: 
     logger.info("validated %s: max |diff| %.3g over shapes %s", onnx_path, max_diff or 0.0, shapes)
     return ValidationRecord(passed=True, atol=config.atol, max_abs_diff=max_diff, shapes=shapes,
                             labels_agree=agree_all)
+
+
+def validate_fp32(model_path: Path, ckpt: PrunedCheckpoint, config: ValidationConfig = ValidationConfig(),
+                  custom_op_libraries: Sequence[str] = ()) -> ValidationRecord:
+    """The fp32 variants' validation: ``model_path`` against the masked model of ``ckpt``
+    (built from the transformers classes) on ``config.shapes``, values within ``config.atol``."""
+    from .reference import build_reference_model  # torch/transformers model: only when validating
+
+    dims = ckpt.dims
+    return validate_export(model_path, build_reference_model(ckpt), vocab_size=dims.vocab_size,
+                           type_vocab_size=max(dims.type_vocab_size, 1), output_name=ckpt.head.output_name,
+                           config=config, max_positions=dims.max_positions, custom_op_libraries=custom_op_libraries)

@@ -9,12 +9,23 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.bench import main
-from smp_bench.records import is_flat
+import cli.bench
+from cli.bench import CLI_ONLY, main
 from runtime.errors import DeviceError
-from smp_bench.config import BenchConfig, checkpoint_from_manifest
+from smp_bench.config import (
+    GROUPS,
+    BackendOptions,
+    BenchConfig,
+    DataOptions,
+    ModelOptions,
+    OutputOptions,
+    TimingOptions,
+    checkpoint_from_manifest,
+    group_fields,
+)
 from smp_bench.errors import BenchmarkError
 from smp_bench.loading import check_device
+from smp_bench.records import is_flat
 from smp_export.export import ExportOptions, export_onnx
 from tests.fixtures import write_dense_base, write_packed_mask, write_vocab
 from tests.helpers import random_masks, tiny_checkpoint
@@ -208,12 +219,15 @@ def test_cuda_provider_selection_when_available(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    check_device(BenchConfig(device="cuda", backend="all"))            # no error
+    def on(device: str, backend: str) -> BenchConfig:
+        return BenchConfig(backends=BackendOptions(device=device, backend=backend))
+
+    check_device(on("cuda", "all"))                                    # no error
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    check_device(BenchConfig(device="cuda", backend="torch"))          # torch alone needs no CUDA EP
+    check_device(on("cuda", "torch"))                                  # torch alone needs no CUDA EP
     with pytest.raises(DeviceError, match="--backend torch"):
-        check_device(BenchConfig(device="cuda", backend="ort"))
-    check_device(BenchConfig(device="cpu", backend="all"))
+        check_device(on("cuda", "ort"))
+    check_device(on("cpu", "all"))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -223,6 +237,11 @@ def test_cuda_provider_selection_when_available(monkeypatch) -> None:
     (["--variants", "dense,bogus"], "unknown variant"),
     (["--runs", "0"], "--runs"),
     (["--batch", "0"], "--batch"),
+    (["--seq-len", "1"], "--seq-len"),
+    (["--threads", "0"], "--threads"),
+    (["--sparsity", "1.5"], "--sparsity"),
+    (["--eval-samples", "-1"], "--eval-samples"),
+    (["--profile-runs", "0"], "--profile-runs"),
     (["--device", "tpu"], "Invalid value for '--device'"),
 ])
 def test_bad_options_exit_non_zero(args, message, tmp_path) -> None:
@@ -240,9 +259,70 @@ def test_data_file_needs_a_text_column(tiny_exports, data_files, tmp_path) -> No
 
 def test_bench_config_validates() -> None:
     with pytest.raises(BenchmarkError, match="--eval-samples"):
-        BenchConfig(eval_samples=-1)
-    assert BenchConfig(backend="torch").uses_torch_eager and not BenchConfig(backend="torch").uses_ort
-    assert BenchConfig(variants=("compact",)).export_variants() == ("compact",)
+        BenchConfig.from_flat(eval_samples=-1)
+    torch_only = BenchConfig(backends=BackendOptions(backend="torch", torch_eager=False))
+    assert torch_only.uses_torch_eager and torch_only.uses_torch_csr and not torch_only.uses_ort
+    assert BenchConfig(model=ModelOptions(variants=("compact",))).export_variants() == ("compact",)
+    assert BenchConfig.from_flat(batch=4, seed=1, backend="all") == BenchConfig(
+        timing=TimingOptions(batch=4), data=DataOptions(seed=1), backends=BackendOptions(backend="all"))
+    with pytest.raises(TypeError, match="no option"):
+        BenchConfig.from_flat(batch_size=4)
+    with pytest.raises(TypeError):
+        TimingOptions(32)                                               # keyword-only
+
+
+@pytest.mark.parametrize("group, values, option", [
+    (TimingOptions, {"batch": 0}, "--batch"),
+    (TimingOptions, {"seq_len": 1}, "--seq-len"),
+    (TimingOptions, {"runs": 0}, "--runs"),
+    (TimingOptions, {"warmup": -1}, "--warmup"),
+    (TimingOptions, {"threads": 0}, "--threads"),
+    (BackendOptions, {"backend": "tensorrt"}, "--backend"),
+    (BackendOptions, {"device": "tpu"}, "--device"),
+    (ModelOptions, {"sparsity": 1.0}, "--sparsity"),
+    (ModelOptions, {"sweep": (0.5, 0.0)}, "--sweep"),
+    (ModelOptions, {"variants": ("bogus",)}, "--variants"),
+    (ModelOptions, {"variants": ()}, "--variants"),
+    (DataOptions, {"eval_samples": -1}, "--eval-samples"),
+    (DataOptions, {"centroid_samples": -1}, "--centroid-samples"),
+    (OutputOptions, {"profile_runs": 0}, "--profile-runs"),
+])
+def test_option_groups_reject_out_of_range_values_naming_the_option(group, values, option) -> None:
+    with pytest.raises(BenchmarkError) as err:
+        group(**values)
+    assert err.value.field == option and option in str(err.value)
+    with pytest.raises(BenchmarkError) as err:
+        BenchConfig.from_flat(**values)
+    assert err.value.field == option
+
+
+def test_every_cli_option_is_one_config_field() -> None:
+    """A new click option needs a field of one group of the same name (and the reverse)."""
+    fields = [group_fields(group) for group in GROUPS.values()]
+    union = frozenset().union(*fields)
+    assert sum(map(len, fields)) == len(union)                          # no name in two groups
+    params = {p.name for p in main.params}
+    assert CLI_ONLY <= params
+    assert params - CLI_ONLY == union - {"output_dir", "command"}       # set by the CLI itself
+
+
+def test_cli_defaults_are_the_config_defaults(monkeypatch, tmp_path) -> None:
+    seen = []
+
+    def fake_run(config, *, echo):
+        seen.append(config)
+        raise BenchmarkError("stop here")
+
+    monkeypatch.setattr(cli.bench, "run_benchmark", fake_run)
+    result = _invoke("-o", tmp_path / "x")
+    assert result.exit_code == 2 and "stop here" in result.output
+    config = seen[0]
+    assert config.output == OutputOptions(output_dir=tmp_path / "x", command=f"smp-bench -o {tmp_path / 'x'}")
+    assert config == BenchConfig(output=config.output)
+    # ... and what results.json records of it is JSON, by group.
+    record = json.loads(json.dumps(config.to_dict()))
+    assert set(record) == set(GROUPS) and record["model"]["cache_dir"] == "build/bench-cache"
+    assert record["timing"]["batch"] == 32 and record["data"]["seed"] == 13
 
 
 def test_torch_memory_probe(tiny_model_dir, capsys) -> None:
@@ -255,7 +335,7 @@ def test_torch_memory_probe(tiny_model_dir, capsys) -> None:
 
     source = CheckpointSource("dense", str(tiny_model_dir), unpruned=True)
     argv = probe_argv(VariantSpec("torch-csr@0.00", "torch", "csr", 0.0, None, source, csr=True),
-                       BenchConfig(batch=2, seq_len=8))
+                       BenchConfig(timing=TimingOptions(batch=2, seq_len=8)))
     assert argv[:3] == ["-m", "smp_bench.memory", "probe"] and "--csr" in argv and "--threads" not in argv
     probe_main(argv[3:])
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smp_bench import stats
 from smp_bench import accuracy as acc
 from smp_bench import profile as prof
+from smp_bench import stats
 from smp_bench.harness import Runner, TimingPlan, time_interleaved
 from smp_bench.records import (
     build_record,

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
+from smp_export.arch import BERT
 from smp_export.checkpoint import linear_module
 from smp_export.errors import CheckpointError
 from smp_export.formats import CompactionConfig, CompactionResult, compact, layer_shapes
@@ -111,7 +112,7 @@ def test_removed_heads_and_neurons_keep_function(act):
         zero_neuron(w, 0, j, "output")
     zero_neuron(w, 1, 63, "input")
     zero_neuron(w, 1, 0, "output")
-    result = compact(w, config)
+    result = compact(w, BERT.dims(config))
     assert result.heads_kept == [[0, 3], [1, 2]]
     assert result.neurons_kept[0] == [j for j in range(64) if j not in (3, 5, 10, 20, 40)]
     assert result.neurons_kept[1] == list(range(1, 63))
@@ -127,7 +128,7 @@ def test_bias_folding_is_needed():
     config, w = masked()
     zero_head(w, config, 0, 1, "value")
     zero_neuron(w, 1, 7, "input")
-    result = compact(w, config)
+    result = compact(w, BERT.dims(config))
     reference = assert_equivalent(config, w, result)
     for layer, matrix_type in ((0, "attention_output"), (1, "output")):
         unfolded = dict(result.weights)
@@ -138,7 +139,7 @@ def test_bias_folding_is_needed():
 
 def test_no_removable_units_changes_nothing():
     config, w = masked(keep=0.5)
-    result = compact(w, config)
+    result = compact(w, BERT.dims(config))
     assert (result.heads_removed, result.neurons_removed) == (0, 0)
     assert result.heads_kept == [[0, 1, 2, 3]] * 2 and result.neurons_kept == [list(range(64))] * 2
     assert all(result.weights[name] is tensor for name, tensor in w.items())
@@ -152,7 +153,7 @@ def test_all_heads_and_all_neurons_of_a_layer_removable(act):
         zero_head(w, config, 0, head, by)
     for j in range(64):
         zero_neuron(w, 1, j, "output" if j % 3 == 1 else "input")  # neuron 0 (placeholder) is folded
-    result = compact(w, config)
+    result = compact(w, BERT.dims(config))
     assert result.heads_kept == [[0], [0, 1, 2, 3]]
     assert result.neurons_kept == [list(range(64)), [0]]
     assert (result.heads_removed, result.neurons_removed) == (3, 63)
@@ -171,7 +172,7 @@ def test_everything_removable():
             zero_head(w, config, layer, head, "value" if (head + layer) % 2 else "output")
         for j in range(64):
             zero_neuron(w, layer, j, "input" if (j + layer) % 2 else "output")
-    result = compact(w, config)
+    result = compact(w, BERT.dims(config))
     assert result.heads_kept == [[0], [0]] and result.neurons_kept == [[0], [0]]
     assert_equivalent(config, w, result)
 
@@ -180,7 +181,7 @@ def test_query_and_key_empty_head_is_kept():
     """Empty Q and K rows give uniform attention over the unmasked positions: still input-dependent."""
     config, w = masked()
     zero_head(w, config, 0, 1, "qk")
-    result = compact(w, config)
+    result = compact(w, BERT.dims(config))
     assert result.heads_kept[0] == [0, 1, 2, 3] and result.heads_removed == 0
     reference = assert_equivalent(config, w, result)
     # Dropping that head anyway (the wrong call) clearly changes the output.
@@ -194,10 +195,10 @@ def test_flags_disable_each_kind():
     config, w = masked()
     zero_head(w, config, 0, 2, "value")
     zero_neuron(w, 1, 9, "input")
-    only_neurons = compact(w, config, CompactionConfig(remove_heads=False))
+    only_neurons = compact(w, BERT.dims(config), CompactionConfig(remove_heads=False))
     assert only_neurons.heads_removed == 0 and only_neurons.neurons_removed == 1
     assert_equivalent(config, w, only_neurons)
-    only_heads = compact(w, config, CompactionConfig(remove_neurons=False))
+    only_heads = compact(w, BERT.dims(config), CompactionConfig(remove_neurons=False))
     assert only_heads.heads_removed == 1 and only_heads.neurons_removed == 0
     assert_equivalent(config, w, only_heads)
 
@@ -207,7 +208,7 @@ def test_input_untouched_and_other_weights_passed_through():
     zero_head(w, config, 0, 1, "value")
     zero_neuron(w, 0, 4, "input")
     before = {k: v.clone() for k, v in w.items()}
-    result = compact(w, config)
+    result = compact(w, BERT.dims(config))
     assert set(result.weights) == set(w)
     for name, tensor in w.items():
         torch.testing.assert_close(tensor, before[name], atol=0.0, rtol=0.0)
@@ -220,7 +221,7 @@ def test_layer_shapes():
     config, w = masked()
     zero_head(w, config, 1, 2, "output")
     zero_neuron(w, 0, 0, "output")
-    shapes = layer_shapes(compact(w, config))
+    shapes = layer_shapes(compact(w, BERT.dims(config)))
     assert len(shapes) == 12
     assert shapes[w_name(1, "value")] == (24, 32) and shapes[w_name(1, "attention_output")] == (32, 24)
     assert shapes[w_name(0, "intermediate")] == (63, 32) and shapes[w_name(0, "output")] == (32, 63)
@@ -231,16 +232,16 @@ def test_missing_or_misshapen_weight_raises():
     config, w = masked()
     missing = {k: v for k, v in w.items() if k != w_name(1, "key", "bias")}
     with pytest.raises(CheckpointError, match="missing") as info:
-        compact(missing, config)
+        compact(missing, BERT.dims(config))
     assert info.value.field == w_name(1, "key", "bias")
     misshapen = dict(w, **{w_name(0, "output"): torch.zeros(32, 60)})
     with pytest.raises(CheckpointError, match="shape"):
-        compact(misshapen, config)
+        compact(misshapen, BERT.dims(config))
 
 
 def test_logs_summary(caplog):
     config, w = masked()
     zero_head(w, config, 0, 0, "output")
     with caplog.at_level(logging.INFO, logger="smp_export.formats.compact"):
-        compact(w, config)
+        compact(w, BERT.dims(config))
     assert "removed 1/8 attention heads and 0/128 FFN neurons" in caplog.text

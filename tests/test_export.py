@@ -92,11 +92,11 @@ def test_failed_validation_leaves_no_partial_output(tmp_path, monkeypatch):
 
     real_build = export_module.build_onnx_model
 
-    def broken_build(config, weights, head, *, options):
+    def broken_build(config, weights, head, **kwargs):
         weights = dict(weights)
         name = "encoder.layer.0.attention.self.query.bias"
         weights[name] = weights[name] + 1.0
-        return real_build(config, weights, head, options=options)
+        return real_build(config, weights, head, **kwargs)
 
     monkeypatch.setattr(export_module, "build_onnx_model", broken_build)
     with pytest.raises(ValidationError) as info:
@@ -120,8 +120,8 @@ def test_tolerance_is_configurable(tmp_path):
 def test_manifest_records_exporter_source_and_options(tmp_path):
     """The manifest names the code (source digest) and options that made the graph, which is
     what smp-bench's cache compares before reusing an export."""
-    from smp_export.versions import SOURCE_DIGEST_KEY, source_digest
     from smp_export.autotune import AutotuneConfig
+    from smp_export.versions import SOURCE_DIGEST_KEY, source_digest
 
     ckpt = tiny_checkpoint()
     dense = export_onnx(ckpt, tmp_path / "d", options=ExportOptions(weights="dense"))

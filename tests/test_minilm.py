@@ -7,8 +7,8 @@ import pytest
 
 from runtime.manifest import Manifest
 from smp_export.default_model import default_model_dir
-from smp_export.magnitude import write_magnitude_mask_file
 from smp_export.export import ExportOptions, export_onnx
+from smp_export.magnitude import write_magnitude_mask_file
 from smp_export.readers import ReadOptions, read_checkpoint
 
 

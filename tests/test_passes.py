@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from smp_export.checkpoint import linear_weight_names
 from smp_export.errors import ExportError
-from smp_export.onnx_graph import build_onnx_model, linear_initializer_name
+from smp_export.graph import build_onnx_model, linear_initializer_name
 from smp_export.passes import sparse_initializer_pass
 from smp_export.reference import build_reference_model
 from smp_export.validate import validate_export

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from smp_bench.profile import profile_model
 from runtime.kernels import LIBRARY_NAME
 from runtime.session import required_custom_op_libraries
+from smp_bench.profile import profile_model
 from smp_export.export import ExportOptions, export_onnx
 from tests.helpers import tiny_checkpoint
 

@@ -7,10 +7,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from smp_export.errors import ValidationError
-from smp_export.onnx_graph import build_onnx_model
-from smp_export.reference import build_reference_model
 from runtime.contract import random_inputs
+from smp_export.errors import ValidationError
+from smp_export.graph import build_onnx_model
+from smp_export.reference import build_reference_model
 from smp_export.validate import ValidationConfig, _compare, validate_export
 from tests.helpers import tiny_checkpoint
 

@@ -34,9 +34,9 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from transformers import BertConfig
 from transformers.activations import ACT2FN
 
+from ..arch import EncoderDims
 from ..checkpoint import linear_module, linear_weight_names
 from ..errors import CheckpointError
 
@@ -80,19 +80,15 @@ def _get(weights: dict[str, torch.Tensor], name: str, shape: tuple[int, ...]) ->
     return tensor
 
 
-def _activation(config: BertConfig):
-    act = config.hidden_act
-    return act if callable(act) else ACT2FN[act]
 
 
 def _head_index(heads: list[int], d: int) -> torch.Tensor:
     return torch.cat([torch.arange(h * d, (h + 1) * d) for h in heads])
 
 
-def _compact_heads(w: dict[str, torch.Tensor], layer: int, config: BertConfig) -> list[int]:
+def _compact_heads(w: dict[str, torch.Tensor], layer: int, dims: EncoderDims) -> list[int]:
     """Remove the removable heads of ``layer`` in ``w`` (in place); return the heads kept."""
-    hidden, n = config.hidden_size, config.num_attention_heads
-    d = hidden // n
+    hidden, n, d = dims.hidden, dims.heads, dims.head_dim
     mods = {t: linear_module(layer, t) for t in ("query", "key", "value", "attention_output")}
     for m in mods.values():
         _get(w, f"{m}.weight", (hidden, hidden))
@@ -125,9 +121,9 @@ def _compact_heads(w: dict[str, torch.Tensor], layer: int, config: BertConfig) -
     return kept
 
 
-def _compact_neurons(w: dict[str, torch.Tensor], layer: int, config: BertConfig) -> list[int]:
+def _compact_neurons(w: dict[str, torch.Tensor], layer: int, dims: EncoderDims) -> list[int]:
     """Remove the removable FFN neurons of ``layer`` in ``w`` (in place); return those kept."""
-    hidden, inter = config.hidden_size, config.intermediate_size
+    hidden, inter = dims.hidden, dims.intermediate
     m1, m2 = linear_module(layer, "intermediate"), linear_module(layer, "output")
     w1, b1 = _get(w, f"{m1}.weight", (inter, hidden)), _get(w, f"{m1}.bias", (inter,))
     w2, b2 = _get(w, f"{m2}.weight", (hidden, inter)), _get(w, f"{m2}.bias", (hidden,))
@@ -138,7 +134,7 @@ def _compact_neurons(w: dict[str, torch.Tensor], layer: int, config: BertConfig)
     if len(kept) == inter:
         return kept
     if folded.numel():
-        constant = _activation(config)(b1[folded]).double()
+        constant = ACT2FN[dims.activation](b1[folded]).double()
         b2 = (b2.double() + w2[:, folded].double() @ constant).to(b2.dtype)
     placeholder = not kept
     kept = kept or [0]
@@ -151,25 +147,21 @@ def _compact_neurons(w: dict[str, torch.Tensor], layer: int, config: BertConfig)
     return kept
 
 
-def compact(weights: dict[str, torch.Tensor], config: BertConfig,
+def compact(weights: dict[str, torch.Tensor], dims: EncoderDims,
             compaction_config: CompactionConfig = CompactionConfig()) -> CompactionResult:
     """Remove every exactly-removable head and FFN neuron (see the module docstring).
 
     ``weights`` are masked canonical weights; they are not modified. Names other than the
     encoder's linears (and their biases) are passed through as the same tensors.
     """
-    if config.hidden_size % config.num_attention_heads:
-        raise ValueError(f"hidden_size {config.hidden_size} is not a multiple of "
-                         f"num_attention_heads {config.num_attention_heads}")
     w = dict(weights)
     heads_kept, neurons_kept = [], []
-    for layer in range(config.num_hidden_layers):
-        heads_kept.append(_compact_heads(w, layer, config) if compaction_config.remove_heads
-                          else list(range(config.num_attention_heads)))
-        neurons_kept.append(_compact_neurons(w, layer, config) if compaction_config.remove_neurons
-                            else list(range(config.intermediate_size)))
-    n_layers = config.num_hidden_layers
-    total_heads, total_neurons = n_layers * config.num_attention_heads, n_layers * config.intermediate_size
+    for layer in range(dims.layers):
+        heads_kept.append(_compact_heads(w, layer, dims) if compaction_config.remove_heads
+                          else list(range(dims.heads)))
+        neurons_kept.append(_compact_neurons(w, layer, dims) if compaction_config.remove_neurons
+                            else list(range(dims.intermediate)))
+    total_heads, total_neurons = dims.layers * dims.heads, dims.layers * dims.intermediate
     result = CompactionResult(weights=w, heads_kept=heads_kept, neurons_kept=neurons_kept,
                               heads_removed=total_heads - sum(map(len, heads_kept)),
                               neurons_removed=total_neurons - sum(map(len, neurons_kept)))

@@ -1,14 +1,30 @@
-"""ONNX graph passes: each rewrite of the exported graph is one pass.
+"""ONNX graph passes: each rewrite of the exported graph is one module, one function
+``model -> model`` (a modified copy) with a before/after sketch in its docstring and its own
+test on a tiny graph built with ``onnx.helper``. They share ``matcher`` (the graph view, path
+matching, clean-up). In the order the kernel variants run them:
 
-A pass is one function ``model -> model`` (returning a modified copy) with a before/after
-sketch in its docstring and its own test on a tiny graph built with ``onnx.helper``
-(see ``tests/test_passes.py``).
+- ``attention.attention_fusion_pass``: plain attention cores -> ``MultiHeadAttention`` / ``ai.smp.Attention``;
+- ``sparse_linear.sparse_linear_pass``: pruned MatMul + Add -> ``ai.smp.SparseLinear``;
+- ``gelu.gelu_fusion_pass``, ``residual.residual_fusion_pass``, ``layer_norm.layer_norm_fusion_pass``:
+  what follows a SparseLinear folded into it;
+- ``ffn.ffn_fusion_pass``: a feed-forward pair -> ``ai.smp.SparseFFN``;
+- ``qkv.qkv_fusion_pass``: the Q, K, V SparseLinear nodes of an ``ai.smp.Attention`` -> one;
 
-- ``sparse_initializer_pass``: named dense initializers -> ``graph.sparse_initializer``.
-- ``sparse_kernel.sparse_kernel_pass``: pruned linears -> ``ai.smp.SparseLinear`` / ``SparseFFN``.
-- ``qkv.qkv_fusion_pass``: the Q, K, V SparseLinear nodes of an ``ai.smp.Attention`` -> one.
+and, for the ``sparse-initializer`` variant, ``sparse_initializer.sparse_initializer_pass``.
 """
 
+from .attention import attention_fusion_pass
+from .ffn import ffn_fusion_pass
+from .gelu import gelu_fusion_pass
+from .layer_norm import layer_norm_fusion_pass
+from .qkv import qkv_fusion_pass
+from .residual import residual_fusion_pass
 from .sparse_initializer import sparse_initializer_pass
+from .sparse_linear import KernelSpec, module_of, sparse_arrays, sparse_linear_pass
 
-__all__ = ["sparse_initializer_pass"]
+# What the kernel variants run after ``sparse_linear_pass``, in this order.
+KERNEL_FUSIONS = (gelu_fusion_pass, residual_fusion_pass, layer_norm_fusion_pass, ffn_fusion_pass, qkv_fusion_pass)
+
+__all__ = ["KERNEL_FUSIONS", "KernelSpec", "attention_fusion_pass", "ffn_fusion_pass", "gelu_fusion_pass", "layer_norm_fusion_pass",
+           "module_of", "qkv_fusion_pass", "residual_fusion_pass", "sparse_arrays", "sparse_initializer_pass",
+           "sparse_linear_pass"]

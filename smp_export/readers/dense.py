@@ -1,7 +1,7 @@
-"""Plain dense BERT checkpoints whose zeros are the sparsity (a pruned model saved dense).
+"""Plain dense checkpoints whose zeros are the sparsity (a pruned model saved dense).
 
 The mask of each encoder linear is ``weight != 0``. This is the fallback reader: it claims
-any directory with a ``model_type: bert`` config and a weight file.
+any directory with a config of a known architecture (``smp_export.arch``) and a weight file.
 """
 
 from __future__ import annotations
@@ -9,51 +9,34 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..arch import ARCHITECTURES
 from ..checkpoint import PrunedCheckpoint
 from .base import ReadOptions, register
-from .files import (
-    build_bert_config,
-    canonicalize,
-    load_config,
-    load_state_dict,
-    peek_config,
-    primary_weight_file,
-    require_linear_weights,
-    split_scores,
-    tokenizer_dir,
-    weight_files,
-)
-from .heads import build_head
+from .files import peek_config, split_scores, weight_files
+from .model_dir import assemble, read_model_dir
 
 logger = logging.getLogger(__name__)
 
 
 class DenseReader:
-    """A dense BERT directory; zero weights of the encoder linears are the pruned ones."""
+    """A dense model directory; zero weights of the encoder linears are the pruned ones."""
 
     name = "dense"
-    description = "dense BERT checkpoint: mask = weight != 0 (pruned model saved dense)"
+    description = "dense checkpoint (BERT, DistilBERT): mask = weight != 0 (pruned model saved dense)"
 
     def detect(self, path: Path, options: ReadOptions) -> bool:
         cfg = peek_config(path)
-        return cfg is not None and cfg.get("model_type") == "bert" and bool(weight_files(path))
+        return cfg is not None and cfg.get("model_type") in ARCHITECTURES and bool(weight_files(path))
 
     def read(self, path: Path, options: ReadOptions) -> PrunedCheckpoint:
-        cfg = load_config(path)
-        config = build_bert_config(cfg, path=path)
-        file = primary_weight_file(path)
-        weights, scores = split_scores(canonicalize(load_state_dict(path))[0])
+        model = read_model_dir(path)
+        weights, scores = split_scores(model.tensors)
         if scores:
             logger.warning("ignoring %d mask_scores tensors: the dense reader uses the zeros of the weights "
                            "(use --input-format smp or movement to use the scores)", len(scores))
-        names = require_linear_weights(weights, config.num_hidden_layers, path=file)
-        masks = {name: weights[name] != 0 for name in names}
-
-        tok = tokenizer_dir(path)
-        head = build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=False)
-        ckpt = PrunedCheckpoint(config=config, weights=weights, masks=masks, source_format=self.name,
-                                method="dense-zeros", source_path=path, head=head, tokenizer_dir=tok)
-        ckpt.metadata["keep"] = ckpt.metadata["density"] = ckpt.density()
+        masks = {name: weights[name] != 0 for name in model.linear_names(weights)}
+        ckpt = assemble(model, weights, masks, options, source_format=self.name, method="dense-zeros",
+                        keep_is_density=True)
         if ckpt.density() == 1.0:
             logger.info("%s: no zero weights in the encoder linears; the model is not pruned", path)
         return ckpt

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
-from transformers import BertConfig
 
 from runtime.contract import CONFIG_FILE, TOKENIZER_MODEL_FILES
 
+from ..arch import BERT, Architecture
 from ..checkpoint import linear_weight_names
 from ..errors import CheckpointError, MaskError
 from ..masks import check_finite
@@ -34,12 +34,6 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_FILE = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 SCORE_SUFFIX = ".mask_scores"
-REQUIRED_CONFIG_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers",
-                          "num_attention_heads", "intermediate_size")
-# Keys of masked_bert / smp configs that BertConfig does not need.
-PRUNING_CONFIG_KEYS = ("model_type", "transformers_version", "pruning_method", "mask_init",
-                       "mask_scale", "smp", "smp_method", "keep_ratio", "final_keep",
-                       "label_words", "label_token_ids")
 _DROPPED_BUFFERS = ("position_ids", "token_type_ids")
 _LOAD_ERRORS = (SafetensorError, OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError)
 _CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
@@ -52,10 +46,10 @@ def peek_config(model_dir: Path) -> dict[str, Any] | None:
     """The parsed config.json, or None when there is none (for cheap ``detect`` calls)."""
     if not (Path(model_dir) / CONFIG_FILE).is_file():
         return None
-    return load_config(model_dir, check_fields=False)
+    return load_config(model_dir)
 
 
-def load_config(model_dir: Path, *, check_fields: bool = True) -> dict[str, Any]:
+def load_config(model_dir: Path) -> dict[str, Any]:
     """Parse ``config.json``; CheckpointError naming the file (and field) when it is unusable."""
     path = Path(model_dir) / CONFIG_FILE
     if not path.is_file():
@@ -66,21 +60,7 @@ def load_config(model_dir: Path, *, check_fields: bool = True) -> dict[str, Any]
         raise CheckpointError(f"cannot parse config.json: {exc}", path=path) from exc
     if not isinstance(cfg, dict):
         raise CheckpointError("config.json must hold a JSON object", path=path)
-    if check_fields:
-        for field in REQUIRED_CONFIG_FIELDS:
-            if not isinstance(cfg.get(field), int) or isinstance(cfg.get(field), bool):
-                raise CheckpointError("required integer field missing or invalid", path=path, field=field)
     return cfg
-
-
-def build_bert_config(cfg: Mapping[str, Any], *, path: Path) -> BertConfig:
-    """A ``BertConfig`` from a config.json dict, masked_bert/SMP pruning keys dropped."""
-    values = {k: v for k, v in cfg.items() if k not in PRUNING_CONFIG_KEYS}
-    try:
-        return BertConfig(**values)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"config.json is not a valid BERT config: {exc}",
-                              path=Path(path) / CONFIG_FILE) from exc
 
 
 # --------------------------------------------------------------------------- weight files
@@ -169,13 +149,9 @@ def _corrupt(file: Path, exc: BaseException) -> CheckpointError:
 # --------------------------------------------------------------------------- names
 
 
-def canonical_name(name: str) -> str:
-    """Strip a leading ``bert.``: ``bert.encoder.layer.0...`` -> ``encoder.layer.0...``."""
-    return name.removeprefix("bert.")
-
-
-def canonicalize(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Canonical names, floating tensors as float32, index buffers dropped.
+def canonicalize(state: Mapping[str, torch.Tensor],
+                 arch: Architecture = BERT) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Canonical names (``arch.canonical_name``), floating tensors as float32, index buffers dropped.
 
     Returns the tensors and a map canonical name -> name in the file (for messages).
     """
@@ -184,7 +160,7 @@ def canonicalize(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     for name, tensor in state.items():
         if name.endswith(_DROPPED_BUFFERS):
             continue
-        canon = canonical_name(name)
+        canon = arch.canonical_name(name)
         if canon in tensors:
             logger.warning("duplicate tensor %s (as %s and %s); keeping the first", canon, origin[canon], name)
             continue

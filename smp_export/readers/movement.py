@@ -22,20 +22,8 @@ from ..checkpoint import PrunedCheckpoint
 from ..errors import CheckpointError, MaskError
 from ..masks import check_keep_ratio, l0_soft_mask, magnitude_mask, threshold_mask, topk_mask
 from .base import ReadOptions, register
-from .files import (
-    CONFIG_FILE,
-    build_bert_config,
-    canonicalize,
-    linear_scores,
-    load_config,
-    load_state_dict,
-    peek_config,
-    primary_weight_file,
-    require_linear_weights,
-    split_scores,
-    tokenizer_dir,
-)
-from .heads import build_head
+from .files import CONFIG_FILE, linear_scores, load_config, peek_config, split_scores
+from .model_dir import assemble, read_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -93,29 +81,22 @@ class MovementReader:
             raise CheckpointError(f"unsupported pruning_method {method!r}; known: {', '.join(PRUNING_METHODS)}",
                                   path=path / CONFIG_FILE, field="pruning_method")
         threshold = _threshold(method, options, path)
-        config = build_bert_config(cfg, path=path)
-        file = primary_weight_file(path)
-        tensors, origin = canonicalize(load_state_dict(path))
-        weights, scores = split_scores(tensors)
-        names = require_linear_weights(weights, config.num_hidden_layers, path=file)
+        model = read_model_dir(path)
+        weights, scores = split_scores(model.tensors)
+        names = model.linear_names(weights)
         if method == "magnitude":
             if scores:
                 logger.warning("magnitude pruning ignores the %d mask_scores tensors", len(scores))
         else:
-            scores = linear_scores(scores, weights, names, origin, path=file)
+            scores = linear_scores(scores, weights, names, model.origin, path=model.weight_file)
         masks = movement_masks(method, weights, scores, names, threshold)
-
-        tok = tokenizer_dir(path)
-        head = build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=False)
         metadata: dict[str, Any] = {"pruning_method": method, "threshold": threshold,
                                     "mask_init": cfg.get("mask_init"), "mask_scale": cfg.get("mask_scale")}
         if method in ("topK", "magnitude"):
             metadata["keep"] = threshold
-        ckpt = PrunedCheckpoint(config=config, weights=weights, masks=masks, source_format=self.name,
-                                method=f"movement-{method}", source_path=path, head=head,
-                                tokenizer_dir=tok, metadata=metadata)
-        metadata["density"] = ckpt.density()
-        logger.info("read movement-%s checkpoint %s: density %.4f", method, path, metadata["density"])
+        ckpt = assemble(model, weights, masks, options, source_format=self.name, method=f"movement-{method}",
+                        metadata=metadata)
+        logger.info("read movement-%s checkpoint %s: density %.4f", method, path, ckpt.metadata["density"])
         return ckpt
 
 

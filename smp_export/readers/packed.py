@@ -16,38 +16,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..arch import BERT, Architecture
 from ..checkpoint import PrunedCheckpoint
 from ..errors import CheckpointError, MaskError
 from .base import ReadOptions, register
-from .files import (
-    SCORE_SUFFIX,
-    build_bert_config,
-    canonicalize,
-    load_config,
-    load_state_dict,
-    primary_weight_file,
-    require_linear_weights,
-    split_scores,
-    tokenizer_dir,
-)
-from .heads import build_head
+from .files import SCORE_SUFFIX, split_scores
+from .model_dir import assemble, read_model_dir
 
 logger = logging.getLogger(__name__)
 
 
-def official_mask_key(weight_name: str) -> str:
-    """``encoder.layer.0.attention.self.query.weight`` -> ``bert.encoder...query.mask_scores``."""
-    return "bert." + weight_name.removesuffix(".weight") + SCORE_SUFFIX
+def official_mask_key(weight_name: str, arch: Architecture = BERT) -> str:
+    """``encoder.layer.0.attention.self.query.weight`` -> ``bert.encoder...query.mask_scores``
+    (another architecture: its own full name, e.g. ``distilbert.transformer...q_lin.mask_scores``)."""
+    return arch.model_prefix + arch.own_name(weight_name).removesuffix(".weight") + SCORE_SUFFIX
 
 
-def packed_order(weight_names: Sequence[str]) -> list[str]:
+def packed_order(weight_names: Sequence[str], arch: Architecture = BERT) -> list[str]:
     """Canonical weight names in the bit order of the packed file (sorted official keys)."""
-    return sorted(weight_names, key=official_mask_key)
+    return sorted(weight_names, key=lambda name: official_mask_key(name, arch))
 
 
-def pack_masks(masks: Mapping[str, torch.Tensor]) -> np.ndarray:
+def pack_masks(masks: Mapping[str, torch.Tensor], arch: Architecture = BERT) -> np.ndarray:
     """The official packed-bit vector of boolean masks keyed by canonical linear weight names."""
-    order = packed_order(list(masks))
+    order = packed_order(list(masks), arch)
     bits = np.concatenate([masks[name].detach().flatten().bool().numpy() for name in order])
     return np.packbits(bits)
 
@@ -71,10 +63,10 @@ def load_packed_array(mask_file: Path) -> np.ndarray:
     return packed
 
 
-def unpack_masks(packed: np.ndarray, shapes: Mapping[str, tuple[int, ...]], *,
-                 path: Path) -> dict[str, torch.Tensor]:
+def unpack_masks(packed: np.ndarray, shapes: Mapping[str, tuple[int, ...]], *, path: Path,
+                 arch: Architecture = BERT) -> dict[str, torch.Tensor]:
     """Split packed bits into boolean masks, in ``packed_order`` of ``shapes``' names."""
-    order = packed_order(list(shapes))
+    order = packed_order(list(shapes), arch)
     bits = sum(math.prod(shapes[name]) for name in order)
     need = (bits + 7) // 8
     if packed.size != need:
@@ -110,22 +102,14 @@ class PackedReader:
                                   path=path, field="--mask")
         mask_file = Path(options.mask_file)
         packed = load_packed_array(mask_file)
-        cfg = load_config(path)
-        config = build_bert_config(cfg, path=path)
-        file = primary_weight_file(path)
-        weights, scores = split_scores(canonicalize(load_state_dict(path))[0])
+        model = read_model_dir(path)
+        weights, scores = split_scores(model.tensors)
         if scores:
             logger.warning("base model holds %d mask_scores tensors; the packed mask replaces them", len(scores))
-        names = require_linear_weights(weights, config.num_hidden_layers, path=file)
-        masks = unpack_masks(packed, {n: tuple(weights[n].shape) for n in names}, path=mask_file)
-        masks = {name: masks[name] for name in names}
-
-        tok = tokenizer_dir(path)
-        head = build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=False)
-        ckpt = PrunedCheckpoint(config=config, weights=weights, masks=masks, source_format=self.name,
-                                method="packed-bits", source_path=path, head=head, tokenizer_dir=tok,
-                                metadata={"mask_file": str(mask_file)})
-        ckpt.metadata["keep"] = ckpt.metadata["density"] = ckpt.density()
+        names = model.linear_names(weights)
+        masks = unpack_masks(packed, {n: tuple(weights[n].shape) for n in names}, path=mask_file, arch=model.arch)
+        ckpt = assemble(model, weights, {name: masks[name] for name in names}, options, source_format=self.name,
+                        method="packed-bits", metadata={"mask_file": str(mask_file)}, keep_is_density=True)
         logger.info("read packed mask %s for %s: density %.4f", mask_file, path, ckpt.density())
         return ckpt
 

@@ -23,23 +23,16 @@ from ..masks import check_keep_ratio, global_topk_masks, smp_l_masks, smp_s_mask
 from .base import ReadOptions, register
 from .files import (
     BIN_FILE,
-    CONFIG_FILE,
     SAFETENSORS_FILE,
-    build_bert_config,
-    canonicalize,
     find_checkpoint_dir,
     linear_scores,
-    load_config,
-    load_state_dict,
     peek_config,
-    primary_weight_file,
-    require_linear_weights,
     split_scores,
     tokenizer_dir,
     weight_files,
     weight_keys,
 )
-from .heads import build_head
+from .model_dir import assemble, read_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +117,17 @@ def _temperature(cfg: dict[str, Any], options: ReadOptions, path: Path) -> float
     return float(value)
 
 
+def _masks(path: Path, cfg: dict[str, Any], options: ReadOptions, scores: dict, keep: float):
+    """(method, masks, metadata) by the rule the checkpoint or the options ask for."""
+    if options.smp_s is None and _method(cfg) == "global-topk":
+        return "global-topk", global_topk_masks(scores, keep), {}
+    if use_smp_s(path, cfg, options):
+        temperature = _temperature(cfg, options, path)
+        return "smp-s", smp_s_masks(scores, keep, temperature), {
+            "temperature": temperature, "keep_ratios": smp_s_ratio_map(scores, keep, temperature)}
+    return "smp-l", smp_l_masks(scores, keep), {}
+
+
 class SmpReader:
     """Official SMP (masked_bert) and smp-train checkpoints with mask scores."""
 
@@ -152,41 +156,21 @@ class SmpReader:
 
     def read(self, path: Path, options: ReadOptions) -> PrunedCheckpoint:
         weight_dir = self._weight_dir(path)
-        cfg = load_config(weight_dir if (weight_dir / CONFIG_FILE).is_file() else path)
-        config = build_bert_config(cfg, path=path)
-        file = primary_weight_file(weight_dir)
-        tensors, origin = canonicalize(load_state_dict(weight_dir))
-        weights, scores = split_scores(tensors)
-        names = require_linear_weights(weights, config.num_hidden_layers, path=file)
-        lin_scores = linear_scores(scores, weights, names, origin, path=file)
-
-        keep, keep_source = resolve_keep(path, cfg, options)
-        metadata: dict[str, Any] = {"keep": keep, "keep_source": keep_source,
-                                    "pruning_method": cfg.get("pruning_method")}
+        model = read_model_dir(path, weight_dir=weight_dir)
+        weights, scores = split_scores(model.tensors)
+        names = model.linear_names(weights)
+        lin_scores = linear_scores(scores, weights, names, model.origin, path=model.weight_file)
+        keep, keep_source = resolve_keep(path, model.cfg, options)
+        method, masks, metadata = _masks(path, model.cfg, options, lin_scores, keep)
+        metadata.update(keep=keep, keep_source=keep_source, pruning_method=model.cfg.get("pruning_method"))
         if weight_dir != path:
             metadata["checkpoint"] = weight_dir.name
-        if options.smp_s is None and _method(cfg) == "global-topk":
-            method = "global-topk"
-            masks = global_topk_masks(lin_scores, keep)
-        elif use_smp_s(path, cfg, options):
-            method = "smp-s"
-            temperature = _temperature(cfg, options, path)
-            masks = smp_s_masks(lin_scores, keep, temperature)
-            metadata["temperature"] = temperature
-            metadata["keep_ratios"] = smp_s_ratio_map(lin_scores, keep, temperature)
-        else:
-            method = "smp-l"
-            masks = smp_l_masks(lin_scores, keep)
-
         tok = tokenizer_dir(weight_dir, path)
-        head = prototype_head(weights, config, cfg, path=path) or \
-            build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=True)
-        ckpt = PrunedCheckpoint(config=config, weights=weights, masks=masks, source_format=self.name,
-                                method=method, source_path=path, head=head, tokenizer_dir=tok,
-                                metadata=metadata)
-        metadata["density"] = ckpt.density()
+        head = prototype_head(weights, model.config, model.cfg, path=path)
+        ckpt = assemble(model, weights, masks, options, source_format=self.name, method=method, metadata=metadata,
+                        require_label_words=True, tokenizer=tok, head=head)
         logger.info("read %s checkpoint %s: keep %.4g (%s), density %.4f", method, path, keep,
-                    keep_source, metadata["density"])
+                    keep_source, ckpt.metadata["density"])
         return ckpt
 
     @staticmethod

@@ -16,20 +16,8 @@ import torch
 from ..checkpoint import PrunedCheckpoint, linear_weight_names
 from ..errors import CheckpointError, MaskError
 from .base import ReadOptions, register
-from .files import (
-    build_bert_config,
-    canonicalize,
-    check_same_shape,
-    load_config,
-    load_state_dict,
-    peek_config,
-    primary_weight_file,
-    require_linear_weights,
-    tokenizer_dir,
-    weight_files,
-    weight_keys,
-)
-from .heads import build_head
+from .files import check_same_shape, peek_config, weight_files, weight_keys
+from .model_dir import assemble, read_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -84,27 +72,19 @@ class TorchPruneReader:
             and _has_pruned_keys(weight_keys(path))
 
     def read(self, path: Path, options: ReadOptions) -> PrunedCheckpoint:
-        cfg = load_config(path)
-        config = build_bert_config(cfg, path=path)
-        file = primary_weight_file(path)
-        tensors, origin = canonicalize(load_state_dict(path))
-        if not _has_pruned_keys(list(tensors)):
-            raise CheckpointError("no '*.weight_orig' tensors: not a torch.nn.utils.prune state dict", path=file)
-        linear = set(linear_weight_names(config.num_hidden_layers))
-        weights, masks = split_pruned(tensors, origin, linear, path=file)
-        names = require_linear_weights(weights, config.num_hidden_layers, path=file)
+        model = read_model_dir(path)
+        if not _has_pruned_keys(list(model.tensors)):
+            raise CheckpointError("no '*.weight_orig' tensors: not a torch.nn.utils.prune state dict",
+                                  path=model.weight_file)
+        linear = set(linear_weight_names(model.dims.layers))
+        weights, masks = split_pruned(model.tensors, model.origin, linear, path=model.weight_file)
+        names = model.linear_names(weights)
         unpruned = [n for n in names if n not in masks]
         if unpruned:
             logger.info("%d encoder linears were not pruned (all-ones masks), e.g. %s", len(unpruned), unpruned[0])
         masks = {n: masks.get(n, torch.ones_like(weights[n], dtype=torch.bool)) for n in names}
-
-        tok = tokenizer_dir(path)
-        head = build_head(weights, config, cfg, options, path=path, tokenizer=tok, require_label_words=False)
-        ckpt = PrunedCheckpoint(config=config, weights=weights, masks=masks, source_format=self.name,
-                                method="torch-prune", source_path=path, head=head, tokenizer_dir=tok,
-                                metadata={"unpruned_linears": len(unpruned)})
-        ckpt.metadata["keep"] = ckpt.metadata["density"] = ckpt.density()
-        return ckpt
+        return assemble(model, weights, masks, options, source_format=self.name, method="torch-prune",
+                        metadata={"unpruned_linears": len(unpruned)}, keep_is_density=True)
 
 
 register(TorchPruneReader())

@@ -1,4 +1,5 @@
-"""sparse_kernel_pass on a tiny graph, and the sparse-kernel export end to end."""
+"""The kernel variants' passes on tiny graphs: sparse_linear_pass, then each fusion on its own and
+in the variants' order (``passes.KERNEL_FUSIONS``), and the sparse-kernel export end to end."""
 
 from __future__ import annotations
 
@@ -11,10 +12,25 @@ from runtime.manifest import Manifest
 from runtime.session import ModelSession
 from smp_export.errors import ExportError
 from smp_export.export import ExportOptions, export_onnx
-from smp_export.onnx_graph import GraphOptions
-from smp_export.passes.sparse_kernel import KernelSpec, sparse_kernel_pass
+from smp_export.passes import (
+    KERNEL_FUSIONS,
+    KernelSpec,
+    ffn_fusion_pass,
+    gelu_fusion_pass,
+    layer_norm_fusion_pass,
+    residual_fusion_pass,
+    sparse_linear_pass,
+)
 from tests.helpers import tiny_checkpoint
 from tests.kernel_helpers import assert_close, random_weight, session
+
+
+def kernel_passes(model: onnx.ModelProto, linears, *, fuse: bool = True) -> onnx.ModelProto:
+    """What the kernel variants run: sparse_linear_pass, then every fusion in order."""
+    model = sparse_linear_pass(model, linears)
+    for fusion in KERNEL_FUSIONS if fuse else ():
+        model = fusion(model)
+    return model
 
 
 def _linear_model(w: np.ndarray, b: np.ndarray) -> onnx.ModelProto:
@@ -36,7 +52,7 @@ def test_pass_on_a_tiny_linear(spec):
     w = random_weight(rng, 24, 16, 0.2, spec.block_shape)
     b = rng.standard_normal(24).astype(np.float32)
     before = _linear_model(w, b)
-    after = sparse_kernel_pass(before, {"lin.weight": spec})
+    after = sparse_linear_pass(before, {"lin.weight": spec})
     onnx.checker.check_model(after)
     assert [n.op_type for n in before.graph.node] == ["MatMul", "Add", "Relu"]   # input untouched
     node = after.graph.node[0]
@@ -56,7 +72,7 @@ def test_pass_on_a_tiny_linear(spec):
 
 
 def _fusable_model(w: np.ndarray, b: np.ndarray, residual_shape: list) -> onnx.ModelProto:
-    """Y = gelu(X @ W^T + b) (onnx_graph's exact erf form), Z = Y @ W2^T + b2 + R."""
+    """Y = gelu(X @ W^T + b) (the graph builder's exact erf form), Z = Y @ W2^T + b2 + R."""
     out, inp = w.shape
     consts = {"const.sqrt2": np.sqrt(2.0), "const.one": 1.0, "const.half": 0.5}
     nodes = [helper.make_node("MatMul", ["X", "a.weight_t"], ["XA"]),
@@ -86,7 +102,7 @@ def test_pass_fuses_gelu_and_residual():
     w = random_weight(rng, 24, 16, 0.3)
     b = rng.standard_normal(24).astype(np.float32)
     model = _fusable_model(w, b, ["n", 16])
-    fused = sparse_kernel_pass(model, ["a", "b"])
+    fused = kernel_passes(model, ["a", "b"])
     assert [n.op_type for n in fused.graph.node] == ["SparseFFN"]   # the pair, then one node
     (node,) = fused.graph.node
     assert list(node.input) == ["X", "a.crow_indices", "a.col_indices", "a.values", "a.bias", "b.crow_indices",
@@ -99,13 +115,13 @@ def test_pass_fuses_gelu_and_residual():
     h = x @ w.T + b
     want = (0.5 * h * (1 + erf(h / np.sqrt(2)))) @ w + r
     assert_close(session(fused).run(None, {"X": x, "R": r})[0], want)
-    assert_close(session(sparse_kernel_pass(model, ["a", "b"], fuse=False)).run(None, {"X": x, "R": r})[0], want)
+    assert_close(session(kernel_passes(model, ["a", "b"], fuse=False)).run(None, {"X": x, "R": r})[0], want)
     # A residual that broadcasts (shape [16]) is not fused: the kernel adds same-shaped tensors only.
-    broadcast = sparse_kernel_pass(_fusable_model(w, b, [16]), ["a", "b"])
+    broadcast = kernel_passes(_fusable_model(w, b, [16]), ["a", "b"])
     assert [n.op_type for n in broadcast.graph.node] == ["SparseFFN", "Add"]
     # The hidden activations wanted elsewhere (here: a graph output) keep the two linears apart.
     model.graph.output.append(helper.make_tensor_value_info("G", TensorProto.FLOAT, ["n", 24]))
-    kept = sparse_kernel_pass(model, ["a", "b"])
+    kept = kernel_passes(model, ["a", "b"])
     assert [n.op_type for n in kept.graph.node] == ["SparseLinear", "SparseLinear"]
     got = session(kept).run(None, {"X": x, "R": r})
     assert_close(got[0], want)
@@ -116,9 +132,9 @@ def test_pass_names_what_it_cannot_find():
     w = np.eye(4, dtype=np.float32)
     model = _linear_model(w, np.zeros(4, np.float32))
     with pytest.raises(ExportError, match="other.*no MatMul"):
-        sparse_kernel_pass(model, ["other"])
+        kernel_passes(model, ["other"])
     with pytest.raises(ExportError, match="cannot store as bsr"):
-        sparse_kernel_pass(model, {"lin": KernelSpec("bsr", (3, 3))})
+        kernel_passes(model, {"lin": KernelSpec("bsr", (3, 3))})
 
 
 @pytest.mark.parametrize("head", ["none", "sequence-classification"])
@@ -157,7 +173,7 @@ def test_pass_drops_initializers_left_without_consumers():
     rng = np.random.default_rng(2)
     w = random_weight(rng, 24, 16, 0.3)
     model = _fusable_model(w, rng.standard_normal(24).astype(np.float32), ["n", 16])
-    fused = sparse_kernel_pass(model, ["a", "b"])
+    fused = kernel_passes(model, ["a", "b"])
     used = {name for node in fused.graph.node for name in node.input}
     assert {init.name for init in fused.graph.initializer} <= used
     assert not any(init.name.endswith(".weight_t") for init in fused.graph.initializer)
@@ -180,7 +196,7 @@ def test_kernel_export_fuses_attention_and_every_residual(tmp_path):
     assert "Add" not in ops[ops.index("Attention"):]   # mask, biases and residuals all folded
     for mode in ("onnx", "mha"):
         other = export_onnx(ckpt, tmp_path / mode, options=ExportOptions(
-            weights="sparse-kernel", graph=GraphOptions(attention=mode)))
+            weights="sparse-kernel", attention=mode))
         assert other.export_options == {"attention": mode} and other.validation.passed
 
 
@@ -202,7 +218,7 @@ def test_pass_fuses_a_following_layer_norm():
     w = random_weight(rng, 24, 16, 0.3)
     b = rng.standard_normal(24).astype(np.float32)
     model = _with_layer_norm(_fusable_model(w, b, ["n", 16]), 16, rng)
-    fused = sparse_kernel_pass(model, ["a", "b"])
+    fused = kernel_passes(model, ["a", "b"])
     assert [n.op_type for n in fused.graph.node] == ["SparseFFN"]
     (node,) = fused.graph.node
     assert list(node.input)[9:12] == ["R", "ln.gamma", "ln.beta"] and list(node.output) == ["N"]
@@ -214,7 +230,7 @@ def test_pass_fuses_a_following_layer_norm():
     assert_close(session(fused).run(None, {"X": x, "R": r})[0], want)
     # The same fold into a lone SparseLinear (hidden activations kept as an output: no SparseFFN).
     model.graph.output.append(helper.make_tensor_value_info("G", TensorProto.FLOAT, ["n", 24]))
-    apart = sparse_kernel_pass(model, ["a", "b"])
+    apart = kernel_passes(model, ["a", "b"])
     second = apart.graph.node[1]
     assert [n.op_type for n in apart.graph.node] == ["SparseLinear", "SparseLinear"]
     assert list(second.input)[5:8] == ["R", "ln.gamma", "ln.beta"] and list(second.output) == ["N"]
@@ -224,10 +240,36 @@ def test_pass_fuses_a_following_layer_norm():
 def test_layer_norm_inputs_are_validated_in_the_session():
     rng = np.random.default_rng(4)
     w = random_weight(rng, 24, 16, 0.3)
-    fused = sparse_kernel_pass(_with_layer_norm(_fusable_model(w, np.zeros(24, np.float32), ["n", 16]), 16, rng),
+    fused = kernel_passes(_with_layer_norm(_fusable_model(w, np.zeros(24, np.float32), ["n", 16]), 16, rng),
                                ["a", "b"])
     gamma = next(i for i in fused.graph.initializer if i.name == "ln.gamma")
     gamma.CopyFrom(numpy_helper.from_array(np.ones(5, np.float32), "ln.gamma"))
     x = rng.standard_normal((3, 16)).astype(np.float32)
     with pytest.raises(Exception, match="ln_gamma and ln_beta must be float32 \\[16\\]"):
         session(fused).run(None, {"X": x, "R": x})
+
+
+def test_each_fusion_pass_on_its_own():
+    """gelu, residual, layer_norm, ffn: each folds its own pattern and nothing else, and the
+    graph computes the same after each step."""
+    rng = np.random.default_rng(5)
+    w = random_weight(rng, 24, 16, 0.3)
+    b = rng.standard_normal(24).astype(np.float32)
+    model = _with_layer_norm(_fusable_model(w, b, ["n", 16]), 16, rng)
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    r = rng.standard_normal((4, 16)).astype(np.float32)
+    want = session(model).run(None, {"X": x, "R": r})[0]
+    steps = [(sparse_linear_pass, ["SparseLinear", "Div", "Erf", "Add", "Mul", "Mul", "SparseLinear", "Add",
+                                   "LayerNormalization"]),
+             (gelu_fusion_pass, ["SparseLinear", "SparseLinear", "Add", "LayerNormalization"]),
+             (residual_fusion_pass, ["SparseLinear", "SparseLinear", "LayerNormalization"]),
+             (layer_norm_fusion_pass, ["SparseLinear", "SparseLinear"]),
+             (ffn_fusion_pass, ["SparseFFN"])]
+    for rewrite, ops in steps:
+        model = rewrite(model, ["a", "b"]) if rewrite is sparse_linear_pass else rewrite(model)
+        onnx.checker.check_model(model)
+        assert [n.op_type for n in model.graph.node] == ops, rewrite.__name__
+        assert_close(session(model).run(None, {"X": x, "R": r})[0], want)
+    # Run again, each finds nothing left to fold and returns an equal graph.
+    for rewrite in (gelu_fusion_pass, residual_fusion_pass, layer_norm_fusion_pass, ffn_fusion_pass):
+        assert rewrite(model).graph == model.graph

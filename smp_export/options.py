@@ -1,0 +1,26 @@
+"""How to export (``ExportOptions``): the variant and the options of each stage, grouped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .autotune import AutotuneConfig
+from .formats.compact import CompactionConfig
+from .graph import GraphOptions
+from .validate import ValidationConfig
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export. ``weights`` names the variant (``smp_export.variants.VARIANTS``: dense,
+    sparse-initializer, compact, sparse-kernel, auto); ``attention`` how each attention core
+    is emitted (``onnx``, ``mha``, ``smp``; None: the variant's default)."""
+
+    weights: str = "sparse-initializer"
+    attention: str | None = None
+    validate: bool = True
+    overwrite: bool = False
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    compaction: CompactionConfig = field(default_factory=CompactionConfig)
+    graph: GraphOptions = field(default_factory=GraphOptions)
+    autotune: AutotuneConfig = field(default_factory=AutotuneConfig)

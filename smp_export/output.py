@@ -1,0 +1,96 @@
+"""The export directory: written into a temporary sibling, renamed into place at the end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from runtime.contract import CONFIG_FILE, TOKENIZER_FILES
+
+from .checkpoint import PrunedCheckpoint
+from .errors import OutputExistsError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Keys of pruning configs that the exported (plain) config must not carry.
+_PRUNING_KEYS = ("pruning_method", "mask_init", "mask_scale", "smp", "pruned_heads")
+
+
+def default_output_dir(model_dir: str | Path, fmt: str = "onnx") -> Path:
+    """``./<model-name>-<fmt>`` in the current directory (``smp-export`` without ``-o``)."""
+    return Path.cwd() / f"{Path(model_dir).resolve().name}-{fmt}"
+
+
+def write_atomically(output_dir: Path, overwrite: bool, fill: Callable[[Path], T]) -> T:
+    """``fill(tmp)`` into a fresh sibling of ``output_dir``, then rename it onto ``output_dir``.
+
+    An existing ``output_dir`` is refused unless ``overwrite``; on any failure (an interrupt
+    included) the temporary directory is removed and ``output_dir`` is left as it was.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:
+        raise OutputExistsError("output directory exists (use --overwrite to replace it)", path=output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _temporary_sibling(output_dir) as tmp:
+        result = fill(tmp)
+        _replace_dir(tmp, output_dir)
+    return result
+
+
+@contextmanager
+def _temporary_sibling(output_dir: Path) -> Iterator[Path]:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace_dir(tmp: Path, output_dir: Path) -> None:
+    """Rename ``tmp`` onto ``output_dir``; an existing one is moved aside first, then removed."""
+    old = None
+    if output_dir.exists():
+        old = output_dir.parent / f".{output_dir.name}.old-{os.getpid()}"
+        os.replace(output_dir, old)
+    os.replace(tmp, output_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_config(ckpt: PrunedCheckpoint, directory: Path) -> None:
+    """A plain config.json of the architecture that optimum's ORTModel classes understand."""
+    config = ckpt.config.to_dict()
+    for key in _PRUNING_KEYS:
+        config.pop(key, None)
+    config["model_type"] = ckpt.arch.name
+    # Every head but none outputs logits [batch, labels]: a sequence classifier to optimum.
+    task = "none" if ckpt.head.kind == "none" else "sequence-classification"
+    config["architectures"] = [ckpt.arch.classes[task].__name__]
+    if ckpt.head.kind == "smp-label-words":
+        labels = list(ckpt.head.label_words) or [str(t) for t in ckpt.head.label_token_ids]
+        config["id2label"] = {str(i): label for i, label in enumerate(labels)}
+        config["label2id"] = {label: i for i, label in enumerate(labels)}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def copy_tokenizer(ckpt: PrunedCheckpoint, directory: Path) -> None:
+    if ckpt.tokenizer_dir is None:
+        logger.warning("no tokenizer files in %s: the export has none", ckpt.source_path)
+        return
+    for name in TOKENIZER_FILES:
+        src = Path(ckpt.tokenizer_dir) / name
+        if src.is_file():
+            shutil.copy2(src, directory / name)
+
+
+def file_sizes(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()}

@@ -1,0 +1,148 @@
+"""The export variants (``--weights``): one object each, in one table.
+
+A variant declares what it stores, whether the weights are compacted first, how each pruned
+linear is stored (``choose``), the graph passes that store them (``storage``, after which the
+manifest measures each linear's bytes) and those that fuse what follows (``fusions``), its
+default attention, whether running it needs the ``ai.smp`` library, where it runs and which
+handoffs load it unchanged, and how it is validated (``validate``: fp32 within ``--atol`` for
+all of today's; a quantized variant brings its own metrics). ``export.py`` asks the variant and never
+compares variant names; a new precision or mask structure is a new entry plus its passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from runtime.manifest import ValidationRecord
+
+from .autotune import LinearChoice, autotune_linears
+from .checkpoint import PrunedCheckpoint
+from .errors import ExportError
+from .graph import linear_initializer_name
+from .options import ExportOptions
+from .passes import KERNEL_FUSIONS as _FUSIONS
+from .passes import sparse_initializer_pass, sparse_linear_pass
+from .validate import ValidationConfig, validate_fp32
+
+CPU, CUDA = "cpu", "cuda"
+TRITON, OPTIMUM = "triton", "optimum"
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What the passes of one export may need: the checkpoint, the weights the graph was built
+    from (compacted or not) and each pruned linear's storage choice (kernel variants)."""
+
+    ckpt: PrunedCheckpoint
+    weights: Mapping[str, torch.Tensor]
+    choices: Mapping[str, LinearChoice]
+
+
+Pass = Callable[[onnx.ModelProto, ExportPlan], onnx.ModelProto]
+Validator = Callable[[Path, PrunedCheckpoint, ValidationConfig, tuple[str, ...]], ValidationRecord]
+Chooser = Callable[[PrunedCheckpoint, Mapping[str, torch.Tensor], ExportOptions], dict[str, LinearChoice]]
+
+
+def _no_choices(ckpt: PrunedCheckpoint, weights: Mapping[str, torch.Tensor], options: ExportOptions) -> dict:
+    return {}
+
+
+def _csr_everywhere(ckpt: PrunedCheckpoint, weights: Mapping[str, torch.Tensor],
+                    options: ExportOptions) -> dict[str, LinearChoice]:
+    return {name: LinearChoice(name=name, format="csr") for name in ckpt.masks}
+
+
+def _autotuned(ckpt: PrunedCheckpoint, weights: Mapping[str, torch.Tensor],
+               options: ExportOptions) -> dict[str, LinearChoice]:
+    return autotune_linears(weights, list(ckpt.masks), options.autotune)
+
+
+def _sparse_initializers(model: onnx.ModelProto, plan: ExportPlan) -> onnx.ModelProto:
+    return sparse_initializer_pass(model, [linear_initializer_name(name) for name in plan.ckpt.masks])
+
+
+def _sparse_linears(model: onnx.ModelProto, plan: ExportPlan) -> onnx.ModelProto:
+    return sparse_linear_pass(model, {n: c.spec for n, c in plan.choices.items() if c.spec is not None})
+
+
+def _model_pass(fn: Callable[[onnx.ModelProto], onnx.ModelProto]) -> Pass:
+    """A pass that needs nothing but the model."""
+    def run(model: onnx.ModelProto, plan: ExportPlan) -> onnx.ModelProto:
+        return fn(model)
+
+    run.__name__ = fn.__name__
+    return run
+
+
+KERNEL_FUSIONS: tuple[Pass, ...] = tuple(_model_pass(fn) for fn in _FUSIONS)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ``--weights`` choice (see the module docstring). ``devices``: where it runs;
+    ``handoffs``: runtimes that load it unchanged (Triton's onnxruntime backend, optimum's
+    ORTModel classes), which need no custom-op library."""
+
+    name: str
+    stores: str
+    compacts: bool = False
+    choose: Chooser = _no_choices
+    storage: tuple[Pass, ...] = ()
+    fusions: tuple[Pass, ...] = ()
+    attention: str = "onnx"
+    needs_kernels: bool = False
+    devices: tuple[str, ...] = (CPU, CUDA)
+    handoffs: frozenset[str] = frozenset({TRITON, OPTIMUM})
+    validate: Validator = validate_fp32
+
+    def layer_format(self, choice: LinearChoice | None, shape: list[int], stored_shape: list[int]) -> str:
+        """The manifest's per-layer format: the variant, or what the kernel variants chose
+        (csr / bsr / dense, ``compact`` for a dense linear that compaction shrank)."""
+        if choice is None:
+            return self.name
+        return "compact" if choice.format == "dense" and stored_shape != shape else choice.format
+
+    def record(self, options: ExportOptions) -> dict[str, Any]:
+        """What shaped this variant's graph beyond the checkpoint, for the manifest."""
+        return {"autotune_tokens": list(options.autotune.tokens)} if self.choose is _autotuned else {}
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("dense", stores="zeros kept in dense matrices (the baseline)"),
+    Variant("sparse-initializer", storage=(_sparse_initializers,),
+            stores="pruned linears as graph.sparse_initializer (onnxruntime densifies them at load: smaller "
+                   "file, dense speed)"),
+    Variant("compact", compacts=True,
+            stores="provably dead heads and FFN neurons removed: structurally smaller dense matrices"),
+    Variant("sparse-kernel", choose=_csr_everywhere, storage=(_sparse_linears,), fusions=KERNEL_FUSIONS,
+            attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(),
+            stores="every pruned linear as ai.smp.SparseLinear (CSR; feed-forward pairs as SparseFFN, Q/K/V "
+                   "stacked), attention as ai.smp.Attention"),
+    Variant("auto", compacts=True, choose=_autotuned, storage=(_sparse_linears,), fusions=KERNEL_FUSIONS,
+            attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(),
+            stores="compaction, then per linear the fastest of dense, CSR and BSR kernels, timed on this machine"),
+)}
+WEIGHTS_VARIANTS: tuple[str, ...] = tuple(VARIANTS)
+
+
+def get_variant(name: str) -> Variant:
+    """The variant called ``name``; ExportError naming ``--weights`` when there is none."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ExportError(f"unknown weights variant {name!r}; choose from {', '.join(VARIANTS)}",
+                          field="--weights") from None
+
+
+def check_handoff(variant: Variant, handoff: str) -> None:
+    """ExportError before any work when ``handoff`` cannot load what ``variant`` writes."""
+    if handoff not in variant.handoffs:
+        able = [v.name for v in VARIANTS.values() if handoff in v.handoffs]
+        raise ExportError(f"the {variant.name} variant needs the ai.smp custom-op library, which the {handoff} "
+                          f"handoff does not load; use one of {', '.join(able)}", field="--weights")
