@@ -42,9 +42,9 @@ sys.path.insert(0, str(ROOT))
 # runs interleaved after it (at 128 tokens the dense baseline measured 9.7 ms instead of ~5).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from runtime.contract import random_inputs  # noqa: E402
 from smp_bench.harness import Runner, TimingPlan, time_interleaved  # noqa: E402
 from smp_bench.stats import environment, speedup, summarize  # noqa: E402
-from runtime.contract import random_inputs  # noqa: E402
 
 # Targets of issue #4 (ratio of medians vs onnxruntime dense).
 LINEAR_TARGETS = {(4096, 0.9): 7.0, (4096, 0.97): 20.0, (128, 0.9): 5.0, (128, 0.97): 12.0}
@@ -187,8 +187,8 @@ def _model_dir(suite: str, directory: Path) -> Path:
 
 def _model_exports(suite: str, sparsity: float, directory: Path, args) -> dict[str, Path]:
     from smp_export.autotune import AutotuneConfig
-    from smp_export.magnitude import write_magnitude_mask_file
     from smp_export.export import ExportOptions, export_onnx
+    from smp_export.magnitude import write_magnitude_mask_file
     from smp_export.readers import ReadOptions, read_checkpoint
 
     model_dir = _model_dir(suite, directory)

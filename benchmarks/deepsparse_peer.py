@@ -31,8 +31,8 @@ def _export(sparsity: float, seq_len: int, directory: Path) -> Path:
     import onnx
 
     from smp_export.default_model import default_model_dir
-    from smp_export.magnitude import write_magnitude_mask_file
     from smp_export.export import ExportOptions, export_onnx
+    from smp_export.magnitude import write_magnitude_mask_file
     from smp_export.readers import ReadOptions, read_checkpoint
 
     model_dir = default_model_dir()

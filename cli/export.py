@@ -82,8 +82,10 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
 
     Input formats, detected automatically (or forced with --input-format): packed (a
     packed-bit --mask file over a dense base model), smp (official SMP training output and
-    smp-train checkpoints), shipped (smp-train's small shipped checkpoints: smp_train.json + packed masks), movement (Hugging Face movement pruning), torch_prune
-    (torch.nn.utils.prune state dicts), dense (zeros in a plain checkpoint are the sparsity).
+    smp-train checkpoints), shipped (smp-train's small shipped checkpoints: smp_train.json +
+    packed masks), movement (Hugging Face movement pruning), torch_prune (torch.nn.utils.prune
+    state dicts), dense (zeros in a plain BERT or DistilBERT checkpoint are the sparsity).
+    Without -o the export goes to ./<MODEL_DIR name>-<format>/.
     """
     configure_logging(verbose)
     read_options = ReadOptions(keep=_keep_from(keep, sparsity), smp_s=smp_s,

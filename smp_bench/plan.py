@@ -23,15 +23,8 @@ import numpy as np
 from runtime.errors import SmpError
 from runtime.manifest import MANIFEST_NAME, Manifest
 
-from .config import (
-    DEFAULT_TAG,
-    ORT_DENSE,
-    TORCH_DENSE,
-    BenchConfig,
-    CheckpointCache,
-    CheckpointSource,
-    checkpoint_from_manifest,
-)
+from .config import (DEFAULT_TAG, ORT_DENSE, TORCH_DENSE, BenchConfig, CheckpointCache, CheckpointSource,
+                     checkpoint_from_manifest)
 from .errors import BenchmarkError
 from .harness import Runner
 

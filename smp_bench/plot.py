@@ -22,8 +22,8 @@ def _pyplot() -> Any:
 def plot_results(records: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "") -> Path:
     """Write a PNG with two panels.
 
-    Left: p50 latency (with a bar up to p90) against sparsity, one line per family (``backend`` + ``family``); reference records
-    (``is_reference``, sparsity 0) start every line of their backend.
+    Left: p50 latency (with a bar up to p90) against sparsity, one line per family (``backend`` +
+    ``family``); reference records (``is_reference``, sparsity 0) start every line of their backend.
     Right: speed-up over the reference per variant (ratio of medians; dots: pairwise).
     """
     timed = [r for r in records if r.get("p50_ms") is not None]
@@ -31,7 +31,18 @@ def plot_results(records: Sequence[Mapping[str, Any]], path: str | Path, *, titl
         raise PlotError("no timed records to plot", path=path)
     plt = _pyplot()
     fig, (ax_lat, ax_spd) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1, 1.2]})
+    _latency_panel(ax_lat, timed)
+    _speedup_panel(ax_spd, timed)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
+
+def _latency_panel(ax: Any, timed: Sequence[Mapping[str, Any]]) -> None:
     families: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     baselines: dict[str, Mapping[str, Any]] = {}
     for r in timed:
@@ -40,46 +51,38 @@ def plot_results(records: Sequence[Mapping[str, Any]], path: str | Path, *, titl
             baselines.setdefault(backend, r)
         families[f"{backend} {r.get('family', r['name'])}"].append(r)
     for label, rows in sorted(families.items()):
-        backend = label.split(" ", 1)[0]
         pts = sorted(rows, key=lambda r: r.get("sparsity") or 0.0)
-        base = baselines.get(backend)
+        base = baselines.get(label.split(" ", 1)[0])
         if base is not None and base not in pts and all((r.get("sparsity") or 0) > 0 for r in pts):
             pts = [base, *pts]
-        xs = [p.get("sparsity") or 0.0 for p in pts]
-        ys = [p["p50_ms"] for p in pts]
         err = [[0.0] * len(pts), [max(p.get("p90_ms", p["p50_ms"]) - p["p50_ms"], 0.0) for p in pts]]
-        ax_lat.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
-    ax_lat.set_xlabel("sparsity of the pruned linears")
-    ax_lat.set_ylabel("latency per batch, p50 ms (bar to p90)")
-    ax_lat.set_title("latency vs sparsity")
-    ax_lat.grid(True, alpha=0.3)
-    ax_lat.legend(fontsize=8)
-    ax_lat.set_ylim(bottom=0)
+        ax.errorbar([p.get("sparsity") or 0.0 for p in pts], [p["p50_ms"] for p in pts], yerr=err, marker="o",
+                    capsize=3, label=label)
+    ax.set_xlabel("sparsity of the pruned linears")
+    ax.set_ylabel("latency per batch, p50 ms (bar to p90)")
+    ax.set_title("latency vs sparsity")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_ylim(bottom=0)
 
-    names = [r["name"] for r in timed]
+
+def _speedup_panel(ax: Any, timed: Sequence[Mapping[str, Any]]) -> None:
     ratios = [r.get("speedup") or 0.0 for r in timed]
     colors = ["#888888" if r.get("is_reference") else "#1f77b4" if r.get("backend") == "onnxruntime"
               else "#ff7f0e" for r in timed]
-    ypos = list(range(len(names)))
-    ax_spd.barh(ypos, ratios, color=colors)
+    ypos = list(range(len(timed)))
+    ax.barh(ypos, ratios, color=colors)
     pair = [(i, r["speedup_pairwise"]) for i, r in enumerate(timed) if r.get("speedup_pairwise")]
     if pair:
-        ax_spd.plot([p for _, p in pair], [i for i, _ in pair], "k.", label="pairwise (median of round ratios)")
-        ax_spd.legend(fontsize=8, loc="lower right")
+        ax.plot([p for _, p in pair], [i for i, _ in pair], "k.", label="pairwise (median of round ratios)")
+        ax.legend(fontsize=8, loc="lower right")
     for i, (v, r) in enumerate(zip(ratios, timed)):
-        ax_spd.text(max(v, r.get("speedup_pairwise") or 0.0), i, f"  {v:.2f}x", va="center", fontsize=8)
-    ax_spd.axvline(1.0, color="k", linewidth=0.8)
-    ax_spd.set_yticks(ypos)
-    ax_spd.set_yticklabels(names, fontsize=8)
-    ax_spd.invert_yaxis()
+        ax.text(max(v, r.get("speedup_pairwise") or 0.0), i, f"  {v:.2f}x", va="center", fontsize=8)
+    ax.axvline(1.0, color="k", linewidth=0.8)
+    ax.set_yticks(ypos)
+    ax.set_yticklabels([r["name"] for r in timed], fontsize=8)
+    ax.invert_yaxis()
     ref = next((r.get("reference") for r in timed if r.get("reference")), "reference")
-    ax_spd.set_xlabel(f"speed-up vs {ref} (ratio of medians)")
-    ax_spd.set_title("speed-up (blue: onnxruntime, orange: torch, grey: reference)")
-    ax_spd.set_xlim(0, max(ratios + [p for _, p in pair] + [1.0]) * 1.3)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.set_xlabel(f"speed-up vs {ref} (ratio of medians)")
+    ax.set_title("speed-up (blue: onnxruntime, orange: torch, grey: reference)")
+    ax.set_xlim(0, max(ratios + [p for _, p in pair] + [1.0]) * 1.3)

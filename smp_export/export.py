@@ -61,7 +61,8 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, variant: Variant, opti
         weights = compaction.weights
     plan = ExportPlan(ckpt=ckpt, weights=weights, choices=variant.choose(ckpt, weights, options))
     # The saved file is checked below, after the passes: no need to check the graph twice.
-    model = build_onnx_model(ckpt.config, weights, ckpt.head, arch=ckpt.arch, options=replace(options.graph, check=False))
+    model = build_onnx_model(ckpt.config, weights, ckpt.head, arch=ckpt.arch,
+                             options=replace(options.graph, check=False))
     model = attention_fusion_pass(model, attention_mode(options))
     for rewrite in variant.storage:
         model = rewrite(model, plan)

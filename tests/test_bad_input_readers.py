@@ -10,14 +10,8 @@ import torch
 
 from smp_export.errors import CheckpointError, MaskError, UnknownFormatError
 from smp_export.readers import ReadOptions, detect_format, read_checkpoint
-from tests.fixtures import (
-    write_dense_base,
-    write_dense_zero_checkpoint,
-    write_movement_checkpoint,
-    write_packed_mask,
-    write_smp_checkpoint,
-    write_torch_prune_checkpoint,
-)
+from tests.fixtures import (write_dense_base, write_dense_zero_checkpoint, write_movement_checkpoint, write_packed_mask,
+                            write_smp_checkpoint, write_torch_prune_checkpoint)
 from tests.helpers import random_masks
 
 WORDS = ReadOptions(label_words=("yes", "no"))

@@ -12,17 +12,8 @@ from click.testing import CliRunner
 import cli.bench
 from cli.bench import CLI_ONLY, main
 from runtime.errors import DeviceError
-from smp_bench.config import (
-    GROUPS,
-    BackendOptions,
-    BenchConfig,
-    DataOptions,
-    ModelOptions,
-    OutputOptions,
-    TimingOptions,
-    checkpoint_from_manifest,
-    group_fields,
-)
+from smp_bench.config import (GROUPS, BackendOptions, BenchConfig, DataOptions, ModelOptions, OutputOptions,
+                              TimingOptions, checkpoint_from_manifest, group_fields)
 from smp_bench.errors import BenchmarkError
 from smp_bench.loading import check_device
 from smp_bench.records import is_flat
@@ -92,6 +83,7 @@ def _results(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_cli_on_exports_writes_table_json_markdown_png(tiny_exports, data_files, tmp_path) -> None:
     out = tmp_path / "res"
     result = _ok(_invoke(*tiny_exports, *FAST, "--runs", "3", "--no-memory", "--data", data_files["csv"],
@@ -121,6 +113,7 @@ def test_cli_on_exports_writes_table_json_markdown_png(tiny_exports, data_files,
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_profile_and_memory_on_exports(tiny_exports, tmp_path) -> None:
     out = tmp_path / "res"
     result = _ok(_invoke(tiny_exports[0], tiny_exports[2], *FAST, "--runs", "2", "--data", "none",
@@ -147,6 +140,7 @@ def test_glue_tsv_sentence_pairs_with_a_logits_head(data_files, tmp_path) -> Non
     assert not (out / "results.png").exists()
 
 
+@pytest.mark.slow
 def test_default_model_sweep_with_torch_backends(tiny_model_dir, data_files, tmp_path) -> None:
     out, cache = tmp_path / "res", tmp_path / "cache"
     args = ["--model-dir", tiny_model_dir, "--cache-dir", cache, "--demo-dir", tmp_path / "no-demo",

@@ -14,15 +14,8 @@ from smp_bench import accuracy as acc
 from smp_bench import profile as prof
 from smp_bench import stats
 from smp_bench.harness import Runner, TimingPlan, time_interleaved
-from smp_bench.records import (
-    build_record,
-    is_flat,
-    markdown_table,
-    read_json,
-    terminal_table,
-    write_json,
-    write_markdown,
-)
+from smp_bench.records import (build_record, is_flat, markdown_table, read_json, terminal_table, write_json,
+                               write_markdown)
 
 
 class FakeClock:
@@ -253,6 +246,7 @@ def test_profile_a_tiny_export(tmp_path: Path) -> None:
     assert "pruned_linears" in text and "tiny" in text
 
 
+@pytest.mark.slow
 def test_memprobe_runs_in_its_own_process(tmp_path: Path) -> None:
     from smp_bench.memprobe import probe_in_subprocess
     from smp_export.export import ExportOptions, export_onnx

@@ -9,14 +9,8 @@ from click.testing import CliRunner
 
 from cli.export import main
 from runtime.manifest import Manifest
-from tests.fixtures import (
-    write_dense_base,
-    write_dense_zero_checkpoint,
-    write_movement_checkpoint,
-    write_packed_mask,
-    write_smp_checkpoint,
-    write_torch_prune_checkpoint,
-)
+from tests.fixtures import (write_dense_base, write_dense_zero_checkpoint, write_movement_checkpoint, write_packed_mask,
+                            write_smp_checkpoint, write_torch_prune_checkpoint)
 from tests.helpers import random_masks
 
 
@@ -141,3 +135,19 @@ def test_attention_option(tmp_path, attention, weights, node):
     expected = {"MultiHeadAttention": "mha", "Attention": "smp", None: "onnx"}[node]
     assert manifest.export_options["attention"] == expected and manifest.validation.passed
     assert ("ai.smp" in manifest.custom_op_domains) is (node == "Attention" or weights == "sparse-kernel")
+
+
+def test_without_output_it_writes_beside_the_current_directory_and_never_overwrites(tmp_path, monkeypatch):
+    """``smp-export MODEL_DIR --format onnx``, the command users are given, needs no -o."""
+    model = write_dense_zero_checkpoint(tmp_path / "tiny-bert").path
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = _ok(_invoke(model, "--format", "onnx", "--weights", "compact"))
+    assert f"-> {work / 'tiny-bert-onnx'}" in result.output
+    assert Manifest.read(work / "tiny-bert-onnx").weights == "compact"
+    again = _invoke(model, "--format", "onnx")
+    assert again.exit_code == 2 and "output directory exists (use --overwrite" in again.output
+    assert Manifest.read(work / "tiny-bert-onnx").weights == "compact"       # untouched
+    _ok(_invoke(model, "--overwrite"))
+    assert Manifest.read(work / "tiny-bert-onnx").weights == "sparse-initializer"

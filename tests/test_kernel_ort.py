@@ -10,15 +10,8 @@ import pytest
 from runtime.errors import CustomOpError
 from runtime.manifest import Manifest, ValidationRecord
 from runtime.session import ModelSession
-from tests.kernel_helpers import (
-    assert_close,
-    bsr_arrays,
-    csr_arrays,
-    random_weight,
-    reference,
-    session,
-    sparse_linear_model,
-)
+from tests.kernel_helpers import (assert_close, bsr_arrays, csr_arrays, random_weight, reference, session,
+                                  sparse_linear_model)
 
 
 def _csr(w, index_dtype=np.int32):

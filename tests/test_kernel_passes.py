@@ -12,15 +12,8 @@ from runtime.manifest import Manifest
 from runtime.session import ModelSession
 from smp_export.errors import ExportError
 from smp_export.export import ExportOptions, export_onnx
-from smp_export.passes import (
-    KERNEL_FUSIONS,
-    KernelSpec,
-    ffn_fusion_pass,
-    gelu_fusion_pass,
-    layer_norm_fusion_pass,
-    residual_fusion_pass,
-    sparse_linear_pass,
-)
+from smp_export.passes import (KERNEL_FUSIONS, KernelSpec, ffn_fusion_pass, gelu_fusion_pass, layer_norm_fusion_pass,
+                               residual_fusion_pass, sparse_linear_pass)
 from tests.helpers import tiny_checkpoint
 from tests.kernel_helpers import assert_close, random_weight, session
 

@@ -9,18 +9,8 @@ import torch
 
 from smp_export.checkpoint import MATRIX_TYPES, linear_weight_names, parse_linear_name
 from smp_export.errors import MaskError
-from smp_export.masks import (
-    check_finite,
-    check_keep_ratio,
-    l0_soft_mask,
-    magnitude_mask,
-    smp_l_masks,
-    smp_s_keep_ratios,
-    smp_s_masks,
-    smp_s_ratio_map,
-    threshold_mask,
-    topk_mask,
-)
+from smp_export.masks import (check_finite, check_keep_ratio, l0_soft_mask, magnitude_mask, smp_l_masks,
+                              smp_s_keep_ratios, smp_s_masks, smp_s_ratio_map, threshold_mask, topk_mask)
 from tests.fixtures import ref_smp_masks, ref_smp_s_ratios, ref_threshold, ref_topk
 
 _SHAPES = {"intermediate": (16, 8), "output": (8, 16)}

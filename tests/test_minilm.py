@@ -11,6 +11,8 @@ from smp_export.export import ExportOptions, export_onnx
 from smp_export.magnitude import write_magnitude_mask_file
 from smp_export.readers import ReadOptions, read_checkpoint
 
+pytestmark = pytest.mark.slow   # subprocesses / the packaged MiniLM: seconds each
+
 
 def test_packaged_minilm_prunes_exports_and_validates(tmp_path):
     model_dir = default_model_dir()

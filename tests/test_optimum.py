@@ -18,24 +18,17 @@ def _inputs():
     return ids, (ids != 0).long(), torch.zeros_like(ids)
 
 
-@pytest.mark.parametrize("weights", ["sparse-initializer", "compact"])
-def test_sequence_classification_loads_in_optimum(tmp_path, weights):
-    ckpt = tiny_checkpoint(head="sequence-classification")
+@pytest.mark.parametrize("head, weights, model_class, output", [
+    ("sequence-classification", "sparse-initializer", "ORTModelForSequenceClassification", "logits"),
+    ("sequence-classification", "compact", "ORTModelForSequenceClassification", "logits"),
+    ("none", "sparse-initializer", "ORTModelForFeatureExtraction", "last_hidden_state"),
+])
+def test_exports_load_in_optimum(tmp_path, head, weights, model_class, output):
+    ckpt = tiny_checkpoint(head=head)
     export_onnx(ckpt, tmp_path / "e", options=ExportOptions(weights=weights))
-    model = optimum_ort.ORTModelForSequenceClassification.from_pretrained(tmp_path / "e")
+    model = getattr(optimum_ort, model_class).from_pretrained(tmp_path / "e")
     ids, mask, types = _inputs()
-    got = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-    with torch.no_grad():
-        want = build_reference_model(ckpt)(ids, mask, types)
-    torch.testing.assert_close(torch.as_tensor(np.asarray(got)), want, atol=1e-5, rtol=1e-5)
-
-
-def test_encoder_loads_in_optimum_feature_extraction(tmp_path):
-    ckpt = tiny_checkpoint(head="none")
-    export_onnx(ckpt, tmp_path / "e")
-    model = optimum_ort.ORTModelForFeatureExtraction.from_pretrained(tmp_path / "e")
-    ids, mask, types = _inputs()
-    got = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+    got = getattr(model(input_ids=ids, attention_mask=mask, token_type_ids=types), output)
     with torch.no_grad():
         want = build_reference_model(ckpt)(ids, mask, types)
     torch.testing.assert_close(torch.as_tensor(np.asarray(got)), want, atol=1e-5, rtol=1e-5)

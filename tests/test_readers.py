@@ -11,19 +11,9 @@ import torch
 from smp_export.checkpoint import MATRIX_TYPES, linear_weight_names, parse_linear_name
 from smp_export.errors import UnknownFormatError
 from smp_export.readers import ReadOptions, available_formats, detect_format, get_reader, read_checkpoint
-from tests.fixtures import (
-    packed_key,
-    ref_smp_masks,
-    ref_smp_s_ratios,
-    ref_threshold,
-    ref_topk,
-    write_dense_base,
-    write_dense_zero_checkpoint,
-    write_movement_checkpoint,
-    write_packed_mask,
-    write_smp_checkpoint,
-    write_torch_prune_checkpoint,
-)
+from tests.fixtures import (packed_key, ref_smp_masks, ref_smp_s_ratios, ref_threshold, ref_topk, write_dense_base,
+                            write_dense_zero_checkpoint, write_movement_checkpoint, write_packed_mask,
+                            write_smp_checkpoint, write_torch_prune_checkpoint)
 from tests.helpers import random_masks
 
 WORDS = ReadOptions(label_words=("yes", "no"))

@@ -45,6 +45,7 @@ def _wait_for_port(proc: subprocess.Popen, log: Path, timeout_s: float = 60) -> 
     pytest.fail(f"smp-serve did not report its port: {log.read_text()}")
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_in_flight_requests(export_dir, tmp_path):
     log = tmp_path / "serve.log"
     cmd = [sys.executable, "-m", "cli.serve", str(export_dir), "--port", "0", "--log-format", "json",

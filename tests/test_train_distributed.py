@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -20,6 +21,9 @@ from smp_export.readers import read_checkpoint
 from smp_train.config import DataConfig
 from smp_train.trainer import run_training
 from tests.test_train_fixtures import tiny_config, write_tiny_base, write_tiny_csv
+
+pytestmark = pytest.mark.slow   # subprocesses / the packaged MiniLM: seconds each
+
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,6 +31,7 @@ def _scores(directory):
     return {k: v for k, v in load_file(str(directory / "model.safetensors")).items() if k.endswith("mask_scores")}
 
 
+@pytest.mark.slow
 def test_train_export_validate_smp_s_prototype(tiny, tmp_path):
     root, base, csv = tiny
     config = tiny_config(tmp_path, base, csv, keep=0.3)
@@ -98,6 +99,7 @@ class _Interrupt(TrainerCallback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted(tiny, tmp_path):
     root, base, csv = tiny
     straight = tiny_config(tmp_path, base, csv, output="straight", save_steps=2, max_steps=4)

@@ -10,15 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from transformers import (
-    BertConfig,
-    BertForMaskedLM,
-    BertForSequenceClassification,
-    BertModel,
-    DistilBertConfig,
-    DistilBertForSequenceClassification,
-    DistilBertModel,
-)
+from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, DistilBertConfig,
+                          DistilBertForSequenceClassification, DistilBertModel)
 
 from ..errors import CheckpointError
 from .base import Architecture, EncoderDims

@@ -134,7 +134,8 @@ class Architecture:
                                   path=path, field=field_of["hidden"])
         eps = values["layer_norm_eps"]
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not (math.isfinite(eps) and eps > 0):
-            raise CheckpointError(f"must be a positive number, got {eps!r}", path=path, field=field_of["layer_norm_eps"])
+            raise CheckpointError(f"must be a positive number, got {eps!r}", path=path,
+                                  field=field_of["layer_norm_eps"])
         if values["activation"] not in ACTIVATIONS:
             raise CheckpointError(f"unsupported activation {values['activation']!r} ({', '.join(ACTIVATIONS)})",
                                   path=path, field=field_of["activation"])

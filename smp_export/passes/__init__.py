@@ -25,6 +25,6 @@ from .sparse_linear import KernelSpec, module_of, sparse_arrays, sparse_linear_p
 # What the kernel variants run after ``sparse_linear_pass``, in this order.
 KERNEL_FUSIONS = (gelu_fusion_pass, residual_fusion_pass, layer_norm_fusion_pass, ffn_fusion_pass, qkv_fusion_pass)
 
-__all__ = ["KERNEL_FUSIONS", "KernelSpec", "attention_fusion_pass", "ffn_fusion_pass", "gelu_fusion_pass", "layer_norm_fusion_pass",
-           "module_of", "qkv_fusion_pass", "residual_fusion_pass", "sparse_arrays", "sparse_initializer_pass",
+__all__ = ["KERNEL_FUSIONS", "KernelSpec", "attention_fusion_pass", "ffn_fusion_pass", "gelu_fusion_pass",
+           "layer_norm_fusion_pass", "module_of", "qkv_fusion_pass", "residual_fusion_pass", "sparse_arrays", "sparse_initializer_pass",
            "sparse_linear_pass"]

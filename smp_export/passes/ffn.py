@@ -11,16 +11,12 @@ between the two products.
 
 from __future__ import annotations
 
-import logging
-
 import onnx
 from onnx import helper
 
 from runtime.kernels import FFN_OP, SPARSE_DOMAIN, SPARSE_OP
 
-from .matcher import GraphView, copy_model, has_activation, is_kernel, node_attrs, remove_unused
-
-logger = logging.getLogger(__name__)
+from .matcher import GraphView, fold_each, has_activation, is_kernel, node_attrs
 
 
 def _fuse(view: GraphView, first: onnx.NodeProto) -> bool:
@@ -44,11 +40,4 @@ def _fuse(view: GraphView, first: onnx.NodeProto) -> bool:
 
 def ffn_fusion_pass(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with every SparseLinear pair whose hidden tensor has one reader fused."""
-    out = copy_model(model)
-    view = GraphView(out.graph)
-    fused = 0
-    for node in [n for n in out.graph.node if is_kernel(n, SPARSE_OP)]:
-        fused += node in out.graph.node and _fuse(view, node)
-    remove_unused(out.graph)
-    logger.info("ffn_fusion_pass: %d feed-forward pairs as %s", fused, FFN_OP)
-    return out
+    return fold_each(model, lambda n: is_kernel(n, SPARSE_OP), _fuse, "ffn_fusion_pass")

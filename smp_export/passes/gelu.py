@@ -10,7 +10,6 @@ Before / after::
 
 from __future__ import annotations
 
-import logging
 import math
 
 import onnx
@@ -18,9 +17,7 @@ from onnx import helper
 
 from runtime.kernels import SPARSE_OP
 
-from .matcher import GraphView, copy_model, has_activation, is_kernel, remove_unused
-
-logger = logging.getLogger(__name__)
+from .matcher import GraphView, fold_each, has_activation, is_kernel
 
 
 def _other(node: onnx.NodeProto, name: str) -> str:
@@ -49,21 +46,17 @@ def _match(view: GraphView, node: onnx.NodeProto) -> list[onnx.NodeProto] | None
     return [div, *chain, mul, half]
 
 
+def _fold(view: GraphView, node: onnx.NodeProto) -> bool:
+    dead = _match(view, node)
+    if dead is None:
+        return False
+    node.output[0] = dead[-1].output[0]
+    node.attribute.append(helper.make_attribute("activation", "gelu"))
+    for n in dead:
+        view.graph.node.remove(n)
+    return True
+
+
 def gelu_fusion_pass(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with every exact GELU that follows a SparseLinear folded into it."""
-    out = copy_model(model)
-    view = GraphView(out.graph)
-    fused = 0
-    for node in [n for n in out.graph.node if is_kernel(n, SPARSE_OP) and not has_activation(n)]:
-        dead = _match(view, node)
-        if dead is None:
-            continue
-        node.output[0] = dead[-1].output[0]
-        node.attribute.append(helper.make_attribute("activation", "gelu"))
-        for n in dead:
-            out.graph.node.remove(n)
-        view.invalidate()
-        fused += 1
-    remove_unused(out.graph)
-    logger.info("gelu_fusion_pass: %d GELUs folded", fused)
-    return out
+    return fold_each(model, lambda n: is_kernel(n, SPARSE_OP) and not has_activation(n), _fold, "gelu_fusion_pass")

@@ -10,17 +10,13 @@ The kernel normalises each token's output row while it is still in cache.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from runtime.kernels import SPARSE_OP
 
-from .matcher import GraphView, copy_model, is_kernel, node_attrs, pad_inputs, remove_unused
-
-logger = logging.getLogger(__name__)
+from .matcher import GraphView, fold_each, is_kernel, node_attrs, pad_inputs
 
 LN_INPUT = 6
 
@@ -42,16 +38,10 @@ def _fold(view: GraphView, node: onnx.NodeProto) -> bool:
     node.input.extend([ln.input[1], ln.input[2], eps.name])
     node.output[0] = ln.output[0]
     view.graph.node.remove(ln)
-    view.invalidate()
     return True
 
 
 def layer_norm_fusion_pass(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with each LayerNorm after a SparseLinear folded into it."""
-    out = copy_model(model)
-    view = GraphView(out.graph)
-    fused = sum(_fold(view, n) for n in [n for n in out.graph.node if is_kernel(n, SPARSE_OP)
-                                         and len(n.input) <= LN_INPUT])
-    remove_unused(out.graph)
-    logger.info("layer_norm_fusion_pass: %d LayerNorms folded", fused)
-    return out
+    return fold_each(model, lambda n: is_kernel(n, SPARSE_OP) and len(n.input) <= LN_INPUT, _fold,
+                     "layer_norm_fusion_pass")

@@ -10,7 +10,7 @@ reads. After rewriting, ``GraphView.invalidate()`` and, at the end, ``remove_unu
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -143,6 +143,22 @@ class GraphView:
         for offset, n in enumerate(new):
             self.graph.node.insert(position + offset, n)
         self.invalidate()
+
+
+def fold_each(model: onnx.ModelProto, select: Callable[[onnx.NodeProto], bool],
+              fold: Callable[[GraphView, onnx.NodeProto], bool], what: str) -> onnx.ModelProto:
+    """A copy of ``model`` in which ``fold(view, node)`` ran on every node ``select`` picks, in
+    graph order (one an earlier fold removed is skipped); what is left unread is removed."""
+    out = copy_model(model)
+    view = GraphView(out.graph)
+    folded = 0
+    for node in [n for n in out.graph.node if select(n)]:
+        if node in out.graph.node and fold(view, node):
+            view.invalidate()
+            folded += 1
+    remove_unused(out.graph)
+    logger.info("%s: %d rewritten", what, folded)
+    return out
 
 
 def remove_unused(graph: onnx.GraphProto) -> None:

@@ -17,8 +17,6 @@ bit for bit those of the three nodes. Run it after ``sparse_linear_pass`` and ``
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -26,9 +24,7 @@ from onnx import helper, numpy_helper
 from runtime.kernels import ATTENTION_OP, SPARSE_DOMAIN, SPARSE_OP
 
 from ..graph import node_path
-from .matcher import GraphView, copy_model, has_activation, is_kernel, node_attrs, remove_unused
-
-logger = logging.getLogger(__name__)
+from .matcher import GraphView, fold_each, has_activation, is_kernel, node_attrs
 
 _KEYS = ("crow_indices", "col_indices", "values", "bias")
 
@@ -84,7 +80,6 @@ def _stack(view: GraphView, attention: onnx.NodeProto) -> bool:
                             block_shape=list(node_attrs(nodes[0]).get("block_shape", [1, 1])))
     view.replace(nodes, [node])
     attention.input[0], attention.input[1], attention.input[2] = output, "", ""
-    view.invalidate()
     return True
 
 
@@ -92,9 +87,4 @@ def qkv_fusion_pass(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with the Q, K, V SparseLinear nodes of each ai.smp.Attention stacked
     into one; attention nodes whose inputs do not fit (other formats, epilogues, shared
     outputs) are left as they are."""
-    out = copy_model(model)
-    view = GraphView(out.graph)
-    fused = sum(_stack(view, n) for n in [n for n in out.graph.node if is_kernel(n, ATTENTION_OP)])
-    remove_unused(out.graph)
-    logger.info("qkv_fusion_pass: %d attention inputs stacked", fused)
-    return out
+    return fold_each(model, lambda n: is_kernel(n, ATTENTION_OP), _stack, "qkv_fusion_pass")

@@ -13,14 +13,8 @@ from transformers import PretrainedConfig
 from ..arch import Architecture, EncoderDims, architecture_of
 from ..checkpoint import PrunedCheckpoint
 from .base import ReadOptions
-from .files import (
-    canonicalize,
-    load_config,
-    load_state_dict,
-    primary_weight_file,
-    require_linear_weights,
-    tokenizer_dir,
-)
+from .files import (canonicalize, load_config, load_state_dict, primary_weight_file, require_linear_weights,
+                    tokenizer_dir)
 from .heads import build_head
 
 

@@ -21,17 +21,8 @@ from ..checkpoint import HeadSpec, PrunedCheckpoint
 from ..errors import CheckpointError, MaskError
 from ..masks import check_keep_ratio, global_topk_masks, smp_l_masks, smp_s_masks, smp_s_ratio_map
 from .base import ReadOptions, register
-from .files import (
-    BIN_FILE,
-    SAFETENSORS_FILE,
-    find_checkpoint_dir,
-    linear_scores,
-    peek_config,
-    split_scores,
-    tokenizer_dir,
-    weight_files,
-    weight_keys,
-)
+from .files import (BIN_FILE, SAFETENSORS_FILE, find_checkpoint_dir, linear_scores, peek_config, split_scores,
+                    tokenizer_dir, weight_files, weight_keys)
 from .model_dir import assemble, read_model_dir
 
 logger = logging.getLogger(__name__)
