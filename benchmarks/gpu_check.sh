@@ -168,7 +168,7 @@ sweep = tuple(float(x) for x in env["GPU_CHECK_SWEEP"].split(","))
 runs = 2 if dry else int(env["GPU_CHECK_RUNS"])
 batch, seq_len = (4, 16) if dry else (int(env["GPU_CHECK_BATCH"]), int(env["GPU_CHECK_SEQ_LEN"]))
 common = dict(batch=batch, seq_len=seq_len, runs=runs, warmup=1 if dry else 5, sweep=sweep, data=data,
-              model_dir=model_dir, cache_dir=Path("build/bench-cache"), demo_dir=None,
+              model_dir=model_dir, cache_dir=Path("build/bench-cache"),
               eval_samples=0 if data == "none" else 256, progress=False)
 plans = [("cuda", dict(device=device, backend="all" if ort_cuda else "torch",
                        variants=("dense", "compact") if ort_cuda else None))]

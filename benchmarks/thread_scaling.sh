@@ -49,7 +49,7 @@ for t in threads:
     config = BenchConfig.from_flat(
         output_dir=results / f"model-{t}threads", batch=32, seq_len=128, runs=10, warmup=3, threads=t,
         sparsity=0.9, variants=("sparse-kernel",), model_dir=model, data="none", eval_samples=0, memory=False,
-        profile=True, torch_eager=False, demo_dir=None, progress=False,
+        profile=True, torch_eager=False, progress=False,
         command=f"benchmarks/thread_scaling.sh ({t} threads)")
     result = run_benchmark(config, echo=print)
     print(result.table)

@@ -84,8 +84,6 @@ def bench_config(ctx: click.Context, options: dict[str, Any], *, sweep: str | No
               help="Dense ONNX export to use as the ort-dense reference.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path("build/bench-cache"),
               show_default=True, help="Where built masks and exports are kept between runs.")
-@click.option("--demo-dir", type=click.Path(path_type=Path), default=Path("build/demo"), show_default=True,
-              help="Reuse matching `make demo` exports from here.")
 @click.option("--rebuild", is_flag=True, help="Rebuild masks and exports instead of reusing them.")
 @click.option("--torch-eager/--no-torch-eager", default=True, show_default=True,
               help="Time the dense model in PyTorch eager too (--backend ort).")

@@ -101,7 +101,6 @@ class ModelOptions:
     model_dir: Path | None = None             # dense base for default / sweep; None: packaged MiniLM
     baseline_dir: Path | None = None          # dense ONNX export to use as ort-dense
     cache_dir: Path = Path("build/bench-cache")
-    demo_dir: Path | None = Path("build/demo")
     rebuild: bool = False                     # ignore cached / demo exports
 
     def __post_init__(self) -> None:

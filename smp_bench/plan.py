@@ -2,8 +2,8 @@
 masks and exports of the default model / sweep, built into the cache or reused.
 
 With no EXPORT_DIR, the packaged MiniLM (or ``model_dir``) is magnitude-pruned to ``sparsity``
-(each ``sweep`` level instead when given); exports are reused from ``demo_dir`` (``make demo``)
-when they match, else built into ``cache_dir``. With EXPORT_DIRs, the source checkpoint is
+(each ``sweep`` level instead when given); exports are reused from ``cache_dir`` when they
+match (same exporter code, options, source and density), else built there. With EXPORT_DIRs, the source checkpoint is
 rebuilt from each manifest to get the unpruned baseline and the torch models; ``baseline_dir``
 names the dense ONNX export explicitly.
 """
@@ -16,7 +16,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -154,14 +154,11 @@ class _Builder:
     def dense_source(self) -> CheckpointSource:
         return CheckpointSource("dense", str(self.model_dir), unpruned=True)
 
-    def export(self, source: CheckpointSource, weights: str, out: Path, *, density: float | None,
-               reuse: Sequence[Path] = ()) -> Path:
+    def export(self, source: CheckpointSource, weights: str, out: Path, *, density: float | None) -> Path:
         options = export_options(self.config, weights)
-        if not self.config.model.rebuild:
-            for candidate in [*reuse, out]:
-                if _manifest_ok(candidate, options=options, source=self.model_dir, density=density):
-                    logger.info("reusing %s", candidate)
-                    return candidate
+        if not self.config.model.rebuild and _manifest_ok(out, options=options, source=self.model_dir, density=density):
+            logger.info("reusing %s", out)
+            return out
         self.echo(f"exporting {weights} ({'unpruned' if source.unpruned else source.mask_file}) -> {out}")
         return _export(self.checkpoint(source), options, out)
 
@@ -172,11 +169,7 @@ class _Builder:
         source = self.mask_source(level)
         specs = []
         for weights in self.config.export_variants() if self.config.uses_ort else ():
-            reuse = []
-            if self.config.model.demo_dir is not None:
-                reuse.append(Path(self.config.model.demo_dir) / f"{DEFAULT_TAG}-{weights}")
-            out = self.export(source, weights, self.cache / f"sparsity{level:.2f}-{weights}",
-                              density=1.0 - level, reuse=reuse)
+            out = self.export(source, weights, self.cache / f"sparsity{level:.2f}-{weights}", density=1.0 - level)
             specs.append(VariantSpec(f"{weights}@{level:.2f}", "onnxruntime", weights, _sparsity_of(out), out, source))
         if self.config.uses_torch_csr:
             specs.append(VariantSpec(f"torch-csr@{level:.2f}", "torch", "csr", level, None, source, csr=True))

@@ -143,7 +143,7 @@ def test_glue_tsv_sentence_pairs_with_a_logits_head(data_files, tmp_path) -> Non
 @pytest.mark.slow
 def test_default_model_sweep_with_torch_backends(tiny_model_dir, data_files, tmp_path) -> None:
     out, cache = tmp_path / "res", tmp_path / "cache"
-    args = ["--model-dir", tiny_model_dir, "--cache-dir", cache, "--demo-dir", tmp_path / "no-demo",
+    args = ["--model-dir", tiny_model_dir, "--cache-dir", cache,
             "--sweep", "0.5,0.9", "--variants", "compact", "--backend", "all", *FAST]
     result = _ok(_invoke(*args, "--runs", "2", "--no-memory", "--data", data_files["jsonl"], "--text-column",
                          "body", "--label-column", "topic", "--eval-samples", "8", "-o", out))

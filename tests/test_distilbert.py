@@ -128,7 +128,7 @@ def test_benchmarked_with_smp_bench(distil_dir, tmp_path):
 
     out, data = tmp_path / "bench", tmp_path / "eval.csv"
     data.write_text("text\n" + "".join(f"good tok{i} bad tok{2 * i}\n" for i in range(12)))
-    args = ["--model-dir", distil_dir, "--cache-dir", tmp_path / "cache", "--demo-dir", tmp_path / "none",
+    args = ["--model-dir", distil_dir, "--cache-dir", tmp_path / "cache",
             "--variants", "dense,sparse-kernel", "--sparsity", "0.8", "--batch", "2", "--seq-len", "8",
             "--runs", "2", "--warmup", "1", "--no-memory", "--no-plot", "--no-progress", "--data", data,
             "--text-column", "text", "--eval-samples", "8", "-o", out]

@@ -20,6 +20,8 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from runtime.contract import INPUT_NAMES
+
 from ..errors import CheckpointError
 
 # Keys of masked_bert / SMP / smp-train configs that the transformers config classes do not need.
@@ -85,8 +87,8 @@ class Architecture:
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return ("input_ids", "attention_mask", "token_type_ids") if self.token_types else ("input_ids",
-                                                                                          "attention_mask")
+        """The graph's inputs: the contract's, less ``token_type_ids`` without token types."""
+        return tuple(n for n in INPUT_NAMES if self.token_types or n != "token_type_ids")
 
     def canonical_name(self, name: str) -> str:
         """This architecture's parameter name (with or without ``model_prefix``) -> canonical."""
