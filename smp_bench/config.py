@@ -299,7 +299,9 @@ def _read_options(manifest: Manifest, export_dir: Path) -> Any:
             raise BenchmarkError(f"the packed mask file {md.get('mask_file')!r} is not found",
                                  path=export_dir / MANIFEST_NAME, field="metadata.mask_file")
     head = manifest.head or {}
-    words = tuple(head.get("label_words") or ()) or tuple(str(i) for i in head.get("label_token_ids") or ())
+    # Only SMP's MLM head reads label words (its token ids are exact); other heads' label_words
+    # are class names, which a reader would take for MLM words and warn about.
+    words = tuple(str(i) for i in head.get("label_token_ids") or ()) if head.get("kind") == "smp-label-words" else ()
     smp = fmt == "smp"
     return ReadOptions(
         keep=md.get("keep") if smp else None,

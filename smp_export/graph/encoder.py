@@ -54,14 +54,14 @@ def _embeddings(b: GraphBuilder, arch: Architecture, dims: EncoderDims, config: 
         raise ExportError("only absolute position embeddings are supported", field="position_embedding_type")
     x = b.node("Gather", [b.param("embeddings.word_embeddings.weight"), "input_ids"],
                "/embeddings/word_embeddings/Gather", axis=0)
-    if arch.token_types:
-        types = b.node("Gather", [b.param("embeddings.token_type_embeddings.weight"), "token_type_ids"],
-                       "/embeddings/token_type_embeddings/Gather", axis=0)
-        x = b.node("Add", [x, types], "/embeddings/Add")
+    types = b.node("Gather", [b.param("embeddings.token_type_embeddings.weight"), "token_type_ids"],
+                   "/embeddings/token_type_embeddings/Gather", axis=0) if arch.token_types else None
     seq = b.node("Shape", ["input_ids"], "/embeddings/Shape", start=1, end=2)
+    table = b.param("embeddings.position_embeddings.weight")
     zero = b.const("zero_i64", [0], np.int64)
-    positions = b.node("Slice", [b.param("embeddings.position_embeddings.weight"), zero, seq, zero],
-                       "/embeddings/position_embeddings/Slice")
+    positions = b.node("Slice", [table, zero, seq, zero], "/embeddings/position_embeddings/Slice")
+    if types is not None:
+        x = b.node("Add", [x, types], "/embeddings/Add")
     x = b.node("Add", [x, positions], "/embeddings/Add_1")
     out = b.layer_norm(x, "embeddings.LayerNorm", dims.layer_norm_eps)
     # Inference loses S at the Slice; naming it keeps every [B,S,*] shape comparable downstream.
@@ -100,9 +100,10 @@ def _layer_dims(b: GraphBuilder, layer: int, hidden: int, head_dim: int) -> tupl
 
 def _heads_of(b: GraphBuilder, x: str, module: str, heads: int, head_dim: int, perm: list[int]) -> str:
     """One projection split into heads: [B,S,h*d] -> [B,h,S,d] (or [B,h,d,S] for K)."""
+    projection = b.linear(x, module)
     shape = b.const(f"shape_0_0_{heads}_{head_dim}", [0, 0, heads, head_dim], np.int64)
     path = node_path(module)
-    split = b.node("Reshape", [b.linear(x, module), shape], f"{path}/Reshape")
+    split = b.node("Reshape", [projection, shape], f"{path}/Reshape")
     return b.node("Transpose", [split], f"{path}/Transpose", perm=perm)
 
 

@@ -98,13 +98,19 @@ def _int32_mask(view: GraphView) -> str:
 
 
 def _fused(view: GraphView, match: dict, mode: str) -> onnx.NodeProto:
+    """The fused node; its output is named after it (its readers are renamed to match), unless
+    the core's output is a graph output, which keeps its name."""
     path = match["name"].rsplit("/", 1)[0]
     q, k, v = match["qkv"]
+    op = "MultiHeadAttention" if mode == "mha" else ATTENTION_OP
+    output = match["output"] if view.is_output(match["output"]) else f"{path}/{op}_output_0"
+    for reader in view.consumers(match["output"]):
+        reader.input[:] = [output if name == match["output"] else name for name in reader.input]
     if mode == "mha":
-        return helper.make_node("MultiHeadAttention", [q, k, v, "", _int32_mask(view)], [match["output"]],
-                                name=f"{path}/MultiHeadAttention", domain="com.microsoft", num_heads=match["heads"])
-    return helper.make_node(ATTENTION_OP, [q, k, v, MASK_INPUT], [match["output"]], name=f"{path}/{ATTENTION_OP}",
-                            domain=SPARSE_DOMAIN, shape=[match["heads"], match["head_dim"]])
+        return helper.make_node(op, [q, k, v, "", _int32_mask(view)], [output], name=f"{path}/{op}",
+                                domain="com.microsoft", num_heads=match["heads"])
+    return helper.make_node(op, [q, k, v, MASK_INPUT], [output], name=f"{path}/{op}", domain=SPARSE_DOMAIN,
+                            shape=[match["heads"], match["head_dim"]])
 
 
 def attention_fusion_pass(model: onnx.ModelProto, mode: str) -> onnx.ModelProto:
@@ -123,7 +129,7 @@ def attention_fusion_pass(model: onnx.ModelProto, mode: str) -> onnx.ModelProto:
         node = _fused(view, match, mode)
         view.replace(match["nodes"], [node], at="last")
         width = match["heads"] * match["head_dim"]
-        out.graph.value_info.append(helper.make_tensor_value_info(match["output"], TensorProto.FLOAT,
+        out.graph.value_info.append(helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT,
                                                                   [BATCH, SEQUENCE, width]))
         fused += 1
     remove_unused(out.graph)

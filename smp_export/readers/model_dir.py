@@ -63,7 +63,7 @@ def assemble(model: ModelDir, weights: dict[str, torch.Tensor], masks: dict[str,
     ckpt = PrunedCheckpoint(config=model.config, weights=weights, masks=masks, source_format=source_format,
                             method=method, source_path=model.path, head=head, tokenizer_dir=tok,
                             metadata=dict(metadata or {}), arch=model.arch)
-    ckpt.metadata["density"] = ckpt.density()
     if keep_is_density:
-        ckpt.metadata["keep"] = ckpt.metadata["density"]
+        ckpt.metadata["keep"] = ckpt.density()
+    ckpt.metadata["density"] = ckpt.density()
     return ckpt

@@ -152,10 +152,12 @@ class SmpReader:
         names = model.linear_names(weights)
         lin_scores = linear_scores(scores, weights, names, model.origin, path=model.weight_file)
         keep, keep_source = resolve_keep(path, model.cfg, options)
-        method, masks, metadata = _masks(path, model.cfg, options, lin_scores, keep)
-        metadata.update(keep=keep, keep_source=keep_source, pruning_method=model.cfg.get("pruning_method"))
+        metadata: dict[str, Any] = {"keep": keep, "keep_source": keep_source,
+                                    "pruning_method": model.cfg.get("pruning_method")}
         if weight_dir != path:
             metadata["checkpoint"] = weight_dir.name
+        method, masks, extra = _masks(path, model.cfg, options, lin_scores, keep)
+        metadata.update(extra)
         tok = tokenizer_dir(weight_dir, path)
         head = prototype_head(weights, model.config, model.cfg, path=path)
         ckpt = assemble(model, weights, masks, options, source_format=self.name, method=method, metadata=metadata,
