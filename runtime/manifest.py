@@ -1,4 +1,4 @@
-"""The manifest schema: defined once here, written by smp-export, read by runtime/bench/serve.
+"""The manifest schema: defined once here, written by smp-export, read by the runtime, the lab and the server.
 
 ``manifest.json`` sits beside ``model.onnx`` and records where the model came from, what
 every pruned linear became (shape, density, stored format, bytes), totals, file sizes,
