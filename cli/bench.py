@@ -17,7 +17,7 @@ import click
 from smp_bench.config import BACKENDS, BenchConfig
 from smp_bench.run import run_benchmark
 
-from .common import cli_errors, configure_logging
+from .common import cli_errors, configure_logging, split_names
 
 #: Parameters handled here rather than passed on as config fields: -o/--output becomes
 #: ``output_dir`` (with its timestamped default), -v/--verbose sets up logging.
@@ -42,9 +42,8 @@ def _floats(text: str | None, option: str) -> tuple[float, ...]:
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
-    if not text:
-        return None
-    return tuple(x.strip() for x in text.split(",") if x.strip())
+    """None when not given (every variant); a given list that names nothing stays () and is refused."""
+    return None if not text else split_names(text)
 
 
 def bench_config(ctx: click.Context, options: dict[str, Any], *, sweep: str | None, variants: str | None,
@@ -79,7 +78,7 @@ def bench_config(ctx: click.Context, options: dict[str, Any], *, sweep: str | No
 @click.option("--variants", type=str, default=None,
               help="Export variants to build for the default model / sweep (comma-separated); default: all.")
 @click.option("--model-dir", type=click.Path(path_type=Path), default=None,
-              help="Dense BERT directory to prune instead of the packaged MiniLM.")
+              help="Dense model directory (BERT, DistilBERT) to prune instead of the packaged MiniLM.")
 @click.option("--baseline", "baseline_dir", type=click.Path(path_type=Path), default=None,
               help="Dense ONNX export to use as the ort-dense reference.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path("build/bench-cache"),

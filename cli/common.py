@@ -11,7 +11,6 @@ import click
 
 from runtime.errors import SmpError
 
-EXIT_ERROR = SmpError.exit_code     # bad input, configuration or model: the message says which
 EXIT_OS = 1                         # the system refused (port in use, disk full, permissions)
 EXIT_INTERRUPTED = 130
 

@@ -14,10 +14,11 @@ import click
 
 from smp_export.autotune import AutotuneConfig
 from smp_export.export import WEIGHTS_VARIANTS, ExportOptions, export_onnx
+from smp_export.variants import get_variant
 from smp_export.readers import read_checkpoint
 from smp_export.summary import format_summary
 
-from .common import cli_errors, configure_logging
+from .common import cli_errors, configure_logging, split_names
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "minilm-bbc-smp-s-keep0.10"
 
@@ -36,9 +37,9 @@ def main(output: Path, checkpoint: Path, variants: str, autotune_tokens: int) ->
     rows = []
     with cli_errors():
         ckpt = read_checkpoint(checkpoint)
-        for weights in [v.strip() for v in variants.split(",") if v.strip()]:
+        for weights in split_names(variants):
             out = output / f"minilm-{ckpt.method}-{ckpt.density():.2f}-{weights}"
-            tune = f" --autotune-tokens {autotune_tokens}" if weights == "auto" else ""
+            tune = f" --autotune-tokens {autotune_tokens}" if get_variant(weights).autotunes else ""
             click.echo(f"\n$ smp-export {checkpoint} --weights {weights}{tune} -o {out}")
             options = ExportOptions(weights=weights, overwrite=True, autotune=AutotuneConfig(tokens=(autotune_tokens,)))
             manifest = export_onnx(ckpt, out, options=options)

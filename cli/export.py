@@ -10,12 +10,13 @@ import click
 from smp_export.autotune import AutotuneConfig
 from smp_export.export import ExportOptions, export_onnx
 from smp_export.output import default_output_dir
+from smp_export.passes.attention import MODES as ATTENTION_MODES
 from smp_export.readers import ReadOptions, read_checkpoint
 from smp_export.summary import format_summary
 from smp_export.validate import ValidationConfig
 from smp_export.variants import TRITON, VARIANTS, check_handoff, get_variant
 
-from .common import cli_errors, configure_logging
+from .common import cli_errors, configure_logging, split_names
 
 
 def _keep_from(keep: float | None, sparsity: float | None) -> float | None:
@@ -34,7 +35,7 @@ def _autotune(tokens: str) -> AutotuneConfig:
 def _label_words(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
-    words = tuple(w.strip() for w in text.split(",") if w.strip())
+    words = split_names(text)
     if not words:
         raise click.BadParameter("no label words given", param_hint="--label-words")
     return words
@@ -49,12 +50,12 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
               help="Export directory (--format triton: the model repository) [default: ./<MODEL_DIR name>-<format>].")
 @click.option("--input-format", type=str, default=None,
               help="Force the input format instead of detecting it (see --list-formats).")
-@click.option("--weights", type=click.Choice(list(VARIANTS)), default="sparse-initializer",
-              show_default=True, help="How pruned weights are stored in the graph (sparse-kernel / auto: "
-                                      "the ai.smp onnxruntime kernels).")
+@click.option("--weights", type=click.Choice(list(VARIANTS)), default="sparse-initializer", show_default=True,
+              help="How pruned weights are stored: " + "; ".join(f"{v.name}: {v.stores}" for v in VARIANTS.values())
+                   + ".")
 @click.option("--autotune-tokens", type=str, default="128", show_default=True,
               help="--weights auto: activation rows (batch x sequence) each linear is timed at, comma-separated.")
-@click.option("--attention", type=click.Choice(["auto", "onnx", "mha", "smp"]), default="auto", show_default=True,
+@click.option("--attention", type=click.Choice(["auto", *ATTENTION_MODES]), default="auto", show_default=True,
               help="Attention core per layer. onnx: plain ONNX ops (any runtime); mha: one "
                    "com.microsoft.MultiHeadAttention node (onnxruntime); smp: one ai.smp.Attention node (this "
                    "project's kernel library); auto: smp for sparse-kernel / auto, onnx for the others.")
@@ -97,7 +98,7 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
     output = output or default_output_dir(model_dir, fmt)
     with cli_errors():
         if fmt == "triton":
-            check_handoff(get_variant(weights), TRITON)
+            check_handoff(get_variant(weights), TRITON, options.attention)
         ckpt = read_checkpoint(model_dir, read_options, input_format=input_format)
         if fmt == "triton":
             manifest, output = _export_triton(ckpt, model_dir, output, options)

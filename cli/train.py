@@ -17,13 +17,7 @@ import click
 from smp_train.config import HEAD_CHOICES, METHODS, DataConfig, DistillConfig, HeadConfig, PruningConfig, TrainConfig
 from smp_train.errors import SmpTrainError
 
-from .common import cli_errors, configure_logging
-
-
-def _words(text: str | None) -> tuple[str, ...]:
-    if not text:
-        return ()
-    return tuple(w.strip() for w in text.split(",") if w.strip())
+from .common import cli_errors, configure_logging, split_names
 
 
 def _model_dir(model_dir: Path | None) -> Path:
@@ -107,7 +101,7 @@ def main(model_dir: Path | None, output: Path, method: str, keep: float, tempera
                                   score_lr=score_lr, score_init=score_init, score_init_mode=score_init_mode,
                                   weight_lr=weight_lr,
                                   prune_start=prune_start, prune_fraction=prune_fraction),
-            head=HeadConfig(kind=head_kind, label_words=_words(label_words), template=label_template,
+            head=HeadConfig(kind=head_kind, label_words=split_names(label_words), template=label_template,
                             scale=prototype_scale, head_lr=head_lr),
             distill=DistillConfig(enabled=distill, temperature=distill_temperature, alpha=distill_alpha),
             data=DataConfig(source=source, train_file=train_file, eval_file=eval_file, text_column=text_column,

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .contract import CONFIG_FILE, MODEL_FILE, has_tokenizer
+from .contract import CONFIG_FILE, HIDDEN, LOGITS, MODEL_FILE, has_tokenizer
 from .errors import CustomOpError, DeviceError, SessionError, TokenizerError
 from .jsonfile import read_json_object
 from .kernels import LIBRARY_NAME, SPARSE_DOMAIN, KernelLibraryError, custom_op_library_path
@@ -245,7 +245,7 @@ class ModelSession:
     def logits(self, texts: Texts, max_length: int = 128,
                batch_size: int | None = None) -> np.ndarray:
         """Logits [n, num_labels] (the ``logits`` output, else the first output)."""
-        name = "logits" if "logits" in self.output_names else self.output_names[0]
+        name = LOGITS if LOGITS in self.output_names else self.output_names[0]
         chunks = [self.run(self.encode(b, max_length))[name] for b in self._batches(texts, batch_size)]
         out = np.concatenate(chunks, axis=0)
         if out.ndim != 2:
@@ -262,7 +262,7 @@ class ModelSession:
     def embed(self, texts: Texts, normalize: bool = True, max_length: int = 128,
               batch_size: int | None = None) -> np.ndarray:
         """Mean of last_hidden_state over real tokens, L2-normalised (sentence-transformers style)."""
-        name = "last_hidden_state" if "last_hidden_state" in self.output_names else None
+        name = HIDDEN if HIDDEN in self.output_names else None
         if name is None:
             raise SessionError(f"no last_hidden_state output (outputs: {', '.join(self.output_names)})",
                                path=self.directory)

@@ -7,7 +7,7 @@ onnxruntime's per-operator profile, then writes ``results.json`` / ``results.md`
 
 What is measured (the runners, in their interleaving order):
 
-- ``torch-eager-dense``: the unpruned model in Hugging Face's eager BERT;
+- ``torch-eager-dense``: the unpruned model in its transformers classes, eager attention;
 - ``ort-dense``: the unpruned model exported dense, run by onnxruntime: the reference of every
   speed-up (``--backend torch`` alone: ``torch-eager-dense`` is the reference);
 - one onnxruntime runner per export (each variant @ sparsity for the default model and sweeps;

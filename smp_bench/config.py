@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from runtime.errors import SmpError
 from runtime.manifest import MANIFEST_NAME, Manifest
+from runtime.providers import DEVICES
 
 from .errors import BenchmarkError
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from smp_export.checkpoint import PrunedCheckpoint
 
 BACKENDS: tuple[str, ...] = ("ort", "torch", "all")
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
 ORT_DENSE, TORCH_DENSE = "ort-dense", "torch-eager-dense"
 DEFAULT_TAG = "minilm"
 BBC = "bbc"
@@ -101,7 +101,7 @@ class ModelOptions:
     model_dir: Path | None = None             # dense base for default / sweep; None: packaged MiniLM
     baseline_dir: Path | None = None          # dense ONNX export to use as ort-dense
     cache_dir: Path = Path("build/bench-cache")
-    rebuild: bool = False                     # ignore cached / demo exports
+    rebuild: bool = False                     # ignore cached exports
 
     def __post_init__(self) -> None:
         _normalize(self, "export_dirs", lambda dirs: tuple(Path(d) for d in dirs))
@@ -229,7 +229,7 @@ class BenchConfig:
 class CheckpointSource:
     """How to (re)build a checkpoint, lazily, in this process or in a memory-probe child.
 
-    ``kind``: ``dense`` (``path`` = a dense BERT directory), ``packed`` (``path`` + ``mask_file``)
+    ``kind``: ``dense`` (``path`` = a dense model directory), ``packed`` (``path`` + ``mask_file``)
     or ``manifest`` (``path`` = an export directory whose manifest names its source).
     ``unpruned``: every mask set to ones (the dense model the pruned one came from).
     """

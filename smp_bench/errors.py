@@ -9,8 +9,9 @@ class BenchmarkError(SmpError):
     """The benchmark cannot run as configured (option, missing baseline, unreadable source)."""
 
 
-class DataError(BenchmarkError):
-    """An evaluation or training data file is missing, empty or malformed."""
+class DataError(SmpError):
+    """A data file (evaluation or training: the trainer reads its data through ``smp_bench.data``)
+    is missing, empty or malformed."""
 
 
 class PlotError(BenchmarkError):

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from runtime.contract import CONFIG_FILE, has_tokenizer, random_inputs
+from runtime.contract import CONFIG_FILE, has_tokenizer, random_inputs, select_inputs
 from runtime.errors import DeviceError, SmpError
 from runtime.providers import select_providers
 from runtime.tokenize import Tokenizer
@@ -76,8 +76,7 @@ def load_ort_variant(spec: VariantSpec, config: BenchConfig, feeds: dict[str, np
     session = ModelSession.load(spec.export_dir, SessionConfig(
         device=config.backends.device, intra_op_threads=config.timing.threads, spinning=config.timing.spin,
         custom_op_libraries=tuple(config.backends.custom_op_libraries)))
-    declared = set(session.input_names)
-    inputs = {k: v for k, v in feeds.items() if k in declared}
+    inputs = select_inputs(feeds, session.input_names)
     output = "logits" if "logits" in session.output_names else session.output_names[0]
     ort_session = session.session
     return LoadedVariant(spec, Runner(spec.name, lambda: ort_session.run(None, inputs)),

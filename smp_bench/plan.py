@@ -33,6 +33,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+def _baseline() -> str:
+    """The variant speed-ups are measured against (imported lazily: the exporter imports torch)."""
+    from smp_export.variants import BASELINE
+
+    return BASELINE
+
 Echo = Callable[[str], None]
 
 
@@ -163,7 +170,7 @@ class _Builder:
         return _export(self.checkpoint(source), options, out)
 
     def dense_export(self) -> Path:
-        return self.export(self.dense_source(), "dense", self.cache / "unpruned-dense", density=1.0)
+        return self.export(self.dense_source(), _baseline(), self.cache / "unpruned-dense", density=1.0)
 
     def level_exports(self, level: float) -> list[VariantSpec]:
         source = self.mask_source(level)
@@ -276,7 +283,7 @@ def _ort_reference(plan: _Plan) -> VariantSpec:
     """``ort-dense``: the dense onnxruntime reference of every speed-up."""
     dense_export = _dense_export(plan)
     sparsity = _sparsity_of(dense_export) if (dense_export / MANIFEST_NAME).is_file() else 0.0
-    return VariantSpec(ORT_DENSE, "onnxruntime", "dense", sparsity, dense_export, None, is_reference=True)
+    return VariantSpec(ORT_DENSE, "onnxruntime", _baseline(), sparsity, dense_export, None, is_reference=True)
 
 
 def _dense_export(plan: _Plan) -> Path:
@@ -294,7 +301,7 @@ def _dense_export(plan: _Plan) -> Path:
         digest = hashlib.sha1(plan.dense_source.to_json().encode()).hexdigest()[:10]
         out = Path(config.model.cache_dir) / f"unpruned-{digest}"
         return _export_unpruned(plan.dense_source, out, config, plan.echo)
-    zeros = [s for s in plan.pruned if s.backend == "onnxruntime" and s.family == "dense"]
+    zeros = [s for s in plan.pruned if s.backend == "onnxruntime" and s.family == _baseline()]
     if not zeros:
         raise BenchmarkError("no dense baseline: the exports' source checkpoints are not available; pass "
                              "--baseline DIR (a dense ONNX export) or include a --weights dense export",
@@ -306,7 +313,7 @@ def _dense_export(plan: _Plan) -> Path:
 
 
 def _export_unpruned(source: CheckpointSource, out: Path, config: BenchConfig, echo: Echo) -> Path:
-    options = export_options(config, "dense")
+    options = export_options(config, _baseline())
     if not config.model.rebuild and (out / MANIFEST_NAME).is_file() and (out / "model.onnx").is_file():
         try:
             if _current(Manifest.read(out), options):

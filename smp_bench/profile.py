@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from runtime.contract import select_inputs
+
 CATEGORIES: tuple[str, ...] = ("pruned_linears", "attention", "layer_norm", "embeddings", "activation", "other")
 SMP_DOMAINS = frozenset({"ai.smp"})
 _MATMUL_OPS = frozenset({"MatMul", "Gemm", "FusedMatMul", "FusedGemm", "MatMulInteger", "MatMulIntegerToFloat",
@@ -194,8 +196,7 @@ def profile_model(model_path: str | Path, feeds: Mapping[str, Any], *, runs: int
     opts.profile_file_prefix = str(Path(trace_dir) / f"profile-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}")
     try:
         session = ort.InferenceSession(str(model_path), sess_options=opts, providers=list(providers))
-        declared = {i.name for i in session.get_inputs()}
-        inputs = {k: v for k, v in feeds.items() if k in declared}
+        inputs = select_inputs(feeds, (i.name for i in session.get_inputs()))
         for _ in range(warmup + runs):
             session.run(None, inputs)
         trace = session.end_profiling()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 Scalar = (str, int, float, bool, type(None))
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2        # 2: "config" nested by option group (smp_bench.config), was flat
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

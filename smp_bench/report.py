@@ -110,7 +110,8 @@ def _plot(config: BenchConfig, records: list[dict[str, Any]], out: Path, env: di
     """``results.png`` (into ``files``), or None with a note why not."""
     if not config.output.plot:
         return None
-    from .plot import PlotError, plot_results
+    from .errors import PlotError
+    from .plot import plot_results
 
     try:
         files["png"] = plot_results(records, out / "results.png",

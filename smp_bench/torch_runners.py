@@ -1,5 +1,5 @@
-"""The torch variants: ``torch-eager-dense`` (the masked / unpruned model in Hugging Face's
-eager BERT) and ``torch-csr@s`` (every pruned linear as a ``torch.sparse`` CSR matrix,
+"""The torch variants: ``torch-eager-dense`` (the masked / unpruned model in its transformers
+classes, eager attention) and ``torch-csr@s`` (every pruned linear as a ``torch.sparse`` CSR matrix,
 ``formats.csr.CSRTensor``), the torch peer of the exports."""
 
 from __future__ import annotations

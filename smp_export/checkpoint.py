@@ -18,6 +18,8 @@ from typing import Any, Literal
 import torch
 from transformers import PretrainedConfig
 
+from runtime.contract import HIDDEN, LOGITS
+
 from .arch import BERT, Architecture, EncoderDims
 
 logger = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class HeadSpec:
 
     @property
     def output_name(self) -> str:
-        return "last_hidden_state" if self.kind == "none" else "logits"
+        return HIDDEN if self.kind == "none" else LOGITS
 
 
 @dataclass

@@ -77,7 +77,7 @@ def totals(layers: list[LayerRecord], sizes: Mapping[str, int], compaction: Comp
     return out
 
 
-def describe(ckpt: PrunedCheckpoint, model: onnx.ModelProto, layers: list[LayerRecord], totals: dict[str, Any],
+def describe(ckpt: PrunedCheckpoint, model: onnx.ModelProto, layers: list[LayerRecord], summary: dict[str, Any],
              validation: ValidationRecord, variant: Variant, export_options: dict[str, Any]) -> Manifest:
     """The export's manifest (its ``files`` are filled in once the directory is written)."""
     head = {"kind": ckpt.head.kind, "label_token_ids": list(ckpt.head.label_token_ids),
@@ -85,7 +85,7 @@ def describe(ckpt: PrunedCheckpoint, model: onnx.ModelProto, layers: list[LayerR
     return Manifest(
         source_format=ckpt.source_format, source_path=str(ckpt.source_path), method=ckpt.method,
         weights=variant.name, head=head, input_names=[i.name for i in model.graph.input],
-        output_names=[o.name for o in model.graph.output], layers=layers, totals=totals, files={},
+        output_names=[o.name for o in model.graph.output], layers=layers, totals=summary, files={},
         validation=validation, versions={**collect_versions(), SOURCE_DIGEST_KEY: source_digest()},
         custom_op_domains=[SPARSE_DOMAIN] if uses_kernels(model) else [], metadata=_jsonable(ckpt.metadata),
         export_options=export_options, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -21,11 +21,12 @@ from runtime.manifest import Manifest, ValidationRecord
 from .checkpoint import PrunedCheckpoint
 from .describe import describe, initializer_bytes, layer_records, totals, uses_kernels
 from .errors import ExportError
-from .formats.compact import CompactionResult, compact
+from .formats.compact import compact
 from .graph import build_onnx_model
 from .options import ExportOptions
 from .output import copy_tokenizer, file_sizes, write_atomically, write_config
 from .passes import attention_fusion_pass
+from .passes.attention import MODES as ATTENTION_MODES
 from .variants import WEIGHTS_VARIANTS, ExportPlan, Variant, get_variant
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def export_onnx(ckpt: PrunedCheckpoint, output_dir: str | Path, *,
                 options: ExportOptions = ExportOptions()) -> Manifest:
     """Export ``ckpt`` to ``output_dir`` (model.onnx, config, tokenizer, manifest.json)."""
     variant = get_variant(options.weights)
+    attention_mode(options)                      # an unknown mode fails before any work
     manifest = write_atomically(Path(output_dir), options.overwrite,
                                 lambda tmp: _export_into(ckpt, tmp, variant, options))
     logger.info("exported %s (%s) to %s", ckpt.source_path, variant.name, output_dir)
@@ -45,8 +47,12 @@ def export_onnx(ckpt: PrunedCheckpoint, output_dir: str | Path, *,
 
 def attention_mode(options: ExportOptions) -> str:
     """How attention is emitted: as asked, else the variant's default (``smp`` for the kernel
-    variants, which need the library anyway; plain ONNX for the others)."""
-    return options.attention or get_variant(options.weights).attention
+    variants, which need the library anyway; plain ONNX for the others); ExportError naming
+    ``--attention`` for an unknown mode."""
+    mode = options.attention or get_variant(options.weights).attention
+    if mode not in ATTENTION_MODES:
+        raise ExportError(f"unknown attention {mode!r}; one of {', '.join(ATTENTION_MODES)}", field="--attention")
+    return mode
 
 
 def export_options_record(options: ExportOptions) -> dict:
@@ -59,7 +65,7 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, variant: Variant, opti
     if variant.compacts:
         compaction = compact(weights, ckpt.dims, options.compaction)
         weights = compaction.weights
-    plan = ExportPlan(ckpt=ckpt, weights=weights, choices=variant.choose(ckpt, weights, options))
+    plan = ExportPlan(ckpt=ckpt, choices=variant.choose(ckpt, weights, options))
     # The saved file is checked below, after the passes: no need to check the graph twice.
     model = build_onnx_model(ckpt.config, weights, ckpt.head, arch=ckpt.arch,
                              options=replace(options.graph, check=False))
@@ -74,17 +80,13 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, variant: Variant, opti
     copy_tokenizer(ckpt, directory)
     validation = _validate(ckpt, directory / MODEL_FILE, variant, options, uses_kernels(model))
     layers = layer_records(ckpt, weights, variant, plan.choices, stored_sizes)
-    manifest = describe(ckpt, model, layers, _totals(layers, model, compaction, plan), validation, variant,
-                        export_options_record(options))
+    summary = totals(layers, initializer_bytes(model), compaction, kernel_formats=variant.needs_kernels)
+    manifest = describe(ckpt, model, layers, summary, validation, variant, export_options_record(options))
     manifest.files = file_sizes(directory)
     manifest.write(directory)
     manifest.files = file_sizes(directory)
     manifest.write(directory)   # second write: the manifest's own size is on record too
     return manifest
-
-
-def _totals(layers: list, model: onnx.ModelProto, compaction: CompactionResult | None, plan: ExportPlan) -> dict:
-    return totals(layers, initializer_bytes(model), compaction, kernel_formats=bool(plan.choices))
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:

@@ -20,7 +20,7 @@ import onnxruntime as ort
 import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from runtime.contract import INPUT_NAMES, random_inputs
+from runtime.contract import INPUT_NAMES, LOGITS, random_inputs, select_inputs
 from runtime.manifest import ValidationRecord
 
 from .checkpoint import PrunedCheckpoint
@@ -118,7 +118,7 @@ def validate_export(onnx_path: Path, reference: torch.nn.Module, *, vocab_size: 
     reference.eval()
     rng = np.random.default_rng(config.seed)
     feed_names = [i.name for i in session.get_inputs()]
-    labels = config.check_labels and output_name == "logits"
+    labels = config.check_labels and output_name == LOGITS
     max_diff: float | None = None
     agree_all: bool | None = True if labels else None
     for batch, seq in shapes:
@@ -126,7 +126,7 @@ def validate_export(onnx_path: Path, reference: torch.nn.Module, *, vocab_size: 
                                padded_rows=True)
         where = f"{output_name} at [{batch}, {seq}]"
         try:
-            got = session.run([output_name], {n: inputs[n] for n in feed_names})[0]
+            got = session.run([output_name], select_inputs(inputs, feed_names))[0]
         except _ORT_ERRORS as exc:
             failures.append(f"{where}: onnxruntime failed: {exc}")
             continue

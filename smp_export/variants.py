@@ -36,11 +36,10 @@ TRITON, OPTIMUM = "triton", "optimum"
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """What the passes of one export may need: the checkpoint, the weights the graph was built
-    from (compacted or not) and each pruned linear's storage choice (kernel variants)."""
+    """What the passes of one export may need: the checkpoint and each pruned linear's storage
+    choice (kernel variants)."""
 
     ckpt: PrunedCheckpoint
-    weights: Mapping[str, torch.Tensor]
     choices: Mapping[str, LinearChoice]
 
 
@@ -80,7 +79,7 @@ def _model_pass(fn: Callable[[onnx.ModelProto], onnx.ModelProto]) -> Pass:
     return run
 
 
-KERNEL_FUSIONS: tuple[Pass, ...] = tuple(_model_pass(fn) for fn in _FUSIONS)
+_FUSION_STEPS: tuple[Pass, ...] = tuple(_model_pass(fn) for fn in _FUSIONS)
 
 
 @dataclass(frozen=True)
@@ -93,6 +92,7 @@ class Variant:
     stores: str
     compacts: bool = False
     choose: Chooser = _no_choices
+    autotunes: bool = False          # ``choose`` times candidates at ``ExportOptions.autotune.tokens``
     storage: tuple[Pass, ...] = ()
     fusions: tuple[Pass, ...] = ()
     attention: str = "onnx"
@@ -110,7 +110,7 @@ class Variant:
 
     def record(self, options: ExportOptions) -> dict[str, Any]:
         """What shaped this variant's graph beyond the checkpoint, for the manifest."""
-        return {"autotune_tokens": list(options.autotune.tokens)} if self.choose is _autotuned else {}
+        return {"autotune_tokens": list(options.autotune.tokens)} if self.autotunes else {}
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
@@ -120,15 +120,16 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
                    "file, dense speed)"),
     Variant("compact", compacts=True,
             stores="provably dead heads and FFN neurons removed: structurally smaller dense matrices"),
-    Variant("sparse-kernel", choose=_csr_everywhere, storage=(_sparse_linears,), fusions=KERNEL_FUSIONS,
+    Variant("sparse-kernel", choose=_csr_everywhere, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
             attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(),
             stores="every pruned linear as ai.smp.SparseLinear (CSR; feed-forward pairs as SparseFFN, Q/K/V "
                    "stacked), attention as ai.smp.Attention"),
-    Variant("auto", compacts=True, choose=_autotuned, storage=(_sparse_linears,), fusions=KERNEL_FUSIONS,
+    Variant("auto", compacts=True, choose=_autotuned, autotunes=True, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
             attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(),
             stores="compaction, then per linear the fastest of dense, CSR and BSR kernels, timed on this machine"),
 )}
 WEIGHTS_VARIANTS: tuple[str, ...] = tuple(VARIANTS)
+BASELINE = "dense"                   # what speed-ups are measured against: the zeros kept dense
 
 
 def get_variant(name: str) -> Variant:
@@ -140,9 +141,13 @@ def get_variant(name: str) -> Variant:
                           field="--weights") from None
 
 
-def check_handoff(variant: Variant, handoff: str) -> None:
-    """ExportError before any work when ``handoff`` cannot load what ``variant`` writes."""
+def check_handoff(variant: Variant, handoff: str, attention: str | None = None) -> None:
+    """ExportError before any work when ``handoff`` cannot load what ``variant`` writes with
+    ``attention`` (``smp`` is an ai.smp node, whatever the variant)."""
     if handoff not in variant.handoffs:
         able = [v.name for v in VARIANTS.values() if handoff in v.handoffs]
         raise ExportError(f"the {variant.name} variant needs the ai.smp custom-op library, which the {handoff} "
                           f"handoff does not load; use one of {', '.join(able)}", field="--weights")
+    if attention == "smp":
+        raise ExportError(f"--attention smp writes ai.smp.Attention nodes, which the {handoff} handoff does not "
+                          "load; use --attention onnx or mha", field="--attention")

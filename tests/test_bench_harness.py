@@ -12,6 +12,7 @@ import pytest
 
 from smp_bench import accuracy as acc
 from smp_bench import profile as prof
+from smp_bench import records
 from smp_bench import stats
 from smp_bench.harness import Runner, TimingPlan, time_interleaved
 from smp_bench.records import (build_record, is_flat, markdown_table, read_json, terminal_table, write_json,
@@ -145,7 +146,7 @@ def test_records_are_flat_and_carry_the_environment(tmp_path: Path) -> None:
     assert r["nested_a"] == "1,2"                           # nested values flattened
     path = write_json(tmp_path / "results.json", recs, skipped=[])
     assert read_json(path)[1]["name"] == "compact@0.90"
-    assert json.loads(path.read_text())["schema_version"] == 1
+    assert json.loads(path.read_text())["schema_version"] == records.SCHEMA_VERSION == 2
     with pytest.raises(ValueError, match="not flat"):
         write_json(tmp_path / "bad.json", [{"name": "x", "list": [1]}])
 

@@ -141,3 +141,18 @@ def test_benchmarked_with_smp_bench(distil_dir, tmp_path):
     # The same magnitude-pruned model as the dense-zeros export: the same logits.
     assert kernel["max_abs_logit_diff"] == pytest.approx(records["dense@0.80"]["max_abs_logit_diff"], abs=1e-4)
     assert records["torch-eager-dense"]["max_abs_logit_diff"] < 1e-4
+
+
+def test_errors_name_the_tensor_as_its_file_does(tmp_path):
+    """A DistilBERT file without one of its linears: the message names DistilBERT's own tensor."""
+    from safetensors.torch import load_file, save_file
+
+    from smp_export.errors import CheckpointError
+
+    model_dir = write_distilbert(tmp_path / "broken")
+    state = load_file(str(model_dir / "model.safetensors"))
+    del state["distilbert.transformer.layer.1.ffn.lin2.weight"]
+    save_file(state, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="encoder linear weights missing") as info:
+        read_checkpoint(model_dir)
+    assert info.value.field == "transformer.layer.1.ffn.lin2.weight"

@@ -266,3 +266,20 @@ def test_each_fusion_pass_on_its_own():
     # Run again, each finds nothing left to fold and returns an equal graph.
     for rewrite in (gelu_fusion_pass, residual_fusion_pass, layer_norm_fusion_pass, ffn_fusion_pass):
         assert rewrite(model).graph == model.graph
+
+
+def test_mixed_storage_keeps_every_residual_fold():
+    """As ``auto`` may choose: each FFN's second linear stays dense while the rest become kernels.
+    The GELU fold renames the first linear's output; its shape must stay stated, or shape
+    inference stops at the dense MatMul and no later layer's residual folds."""
+    from smp_export.checkpoint import linear_weight_names, parse_linear_name
+    from smp_export.graph import build_onnx_model
+    from smp_export.passes import attention_fusion_pass
+
+    ckpt = tiny_checkpoint(num_hidden_layers=3)
+    model = attention_fusion_pass(build_onnx_model(ckpt.config, ckpt.masked_weights(), ckpt.head), "smp")
+    kernels = [n for n in linear_weight_names(3) if parse_linear_name(n)[1] != "output"]
+    fused = kernel_passes(model, kernels)
+    outputs = [n for n in fused.graph.node if n.op_type == "SparseLinear" and "attention/output" in n.name]
+    assert len(outputs) == 3 and all(len(n.input) == 9 for n in outputs)       # residual + LayerNorm, every layer
+    assert sum(n.op_type == "MatMul" for n in fused.graph.node) == 3           # the dense second linears

@@ -76,4 +76,7 @@ def test_triton_refuses_a_kernel_variant_before_any_work(tmp_path):
     result = CliRunner().invoke(main, [str(model), "--format", "triton", "--weights", "auto", "-o",
                                        str(tmp_path / "repo")])
     assert result.exit_code == 2 and "use one of dense, sparse-initializer, compact" in result.output
+    smp_attention = CliRunner().invoke(main, [str(model), "--format", "triton", "--weights", "compact", "--attention",
+                                              "smp", "-o", str(tmp_path / "repo")])
+    assert smp_attention.exit_code == 2 and "--attention smp writes ai.smp.Attention nodes" in smp_attention.output
     assert not (tmp_path / "repo").exists()

@@ -26,6 +26,7 @@ from typing import Any, Callable, TypeVar
 
 from aiohttp import web
 
+from ..contract import HIDDEN, LOGITS
 from ..errors import QueueFullError, RequestError
 from ..session import ModelSession
 from . import model as served
@@ -175,7 +176,7 @@ async def _texts(request: web.Request, state: ServerState) -> tuple[list, dict]:
 
 async def classify(request: web.Request) -> web.Response:
     state = _state(request)
-    served.require_output(state.spec, "logits", 2, "/v1/classify", "use /v1/embed for an encoder")
+    served.require_output(state.spec, LOGITS, 2, "/v1/classify", "use /v1/embed for an encoder")
     _, feeds = await _texts(request, state)
     outputs = await state.batcher.submit(feeds)
     return web.json_response({"model": state.spec.name,
@@ -184,7 +185,7 @@ async def classify(request: web.Request) -> web.Response:
 
 async def embed(request: web.Request) -> web.Response:
     state = _state(request)
-    served.require_output(state.spec, "last_hidden_state", 3, "/v1/embed",
+    served.require_output(state.spec, HIDDEN, 3, "/v1/embed",
                           "use /v1/classify for a classifier")
     data, feeds = await _texts(request, state)
     normalize = data.get("normalize", True)

@@ -113,7 +113,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def classify(session: ModelSession, spec: ModelSpec, outputs: dict[str, np.ndarray]) -> list[dict]:
     """Labels and softmax scores from the ``logits`` output."""
-    logits = outputs["logits"].astype(np.float64)
+    logits = outputs[contract.LOGITS].astype(np.float64)
     probs = softmax(logits)
     labels = [session.id2label.get(i, f"LABEL_{i}") for i in range(probs.shape[1])]
     results = []
@@ -126,7 +126,7 @@ def classify(session: ModelSession, spec: ModelSpec, outputs: dict[str, np.ndarr
 
 def embed(outputs: dict[str, np.ndarray], attention_mask: np.ndarray, normalize: bool) -> np.ndarray:
     """Mean of ``last_hidden_state`` over real tokens (L2-normalised unless told otherwise)."""
-    hidden = outputs["last_hidden_state"].astype(np.float32)
+    hidden = outputs[contract.HIDDEN].astype(np.float32)
     mask = attention_mask[:, :hidden.shape[1], None].astype(np.float32)
     out = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
     if normalize:

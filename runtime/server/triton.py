@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..contract import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILES
+from ..contract import CONFIG_FILE, LOGITS, MODEL_FILE, TOKENIZER_FILES
 from ..errors import TritonRepositoryError
 from ..manifest import MANIFEST_NAME, Manifest
 from ..providers import import_onnxruntime
@@ -146,7 +146,7 @@ def render_config(model_name: str, inputs: list[IOSpec], outputs: list[IOSpec],
 def _labels(export_dir: Path, outputs: list[IOSpec]) -> tuple[str | None, list[str]]:
     """The output to label (``logits`` [batch, n]) and its labels from config.json's id2label."""
     id2label = read_model_config(export_dir).get("id2label") or {}
-    logits = next((o for o in outputs if o.name == "logits" and len(o.shape) == 2), None)
+    logits = next((o for o in outputs if o.name == LOGITS and len(o.shape) == 2), None)
     if logits is None or not isinstance(id2label, dict) or not id2label:
         return None, []
     try:

@@ -80,8 +80,6 @@ def _get(weights: dict[str, torch.Tensor], name: str, shape: tuple[int, ...]) ->
     return tensor
 
 
-
-
 def _head_index(heads: list[int], d: int) -> torch.Tensor:
     return torch.cat([torch.arange(h * d, (h + 1) * d) for h in heads])
 

@@ -29,7 +29,7 @@ from runtime.kernels import ATTENTION_OP, SPARSE_DOMAIN, SPARSE_OPSET
 
 from ..errors import ExportError
 from ..graph import BATCH, SEQUENCE
-from .matcher import GraphView, copy_model, ensure_opset, node_attrs, remove_unused
+from .matcher import GraphView, copy_model, ensure_opset, node_attrs, order_by_first_use, remove_unused
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +87,32 @@ def _match(view: GraphView, softmax: onnx.NodeProto) -> dict | None:
             "heads": heads, "head_dim": head_dim, "output": tail[2].output[0], "name": softmax.name}
 
 
+_INT32_CAST = "/mask/Cast_int32"
+
+
 def _int32_mask(view: GraphView) -> str:
-    """``attention_mask`` cast to int32 (MultiHeadAttention's mask_index), made once."""
-    name = "/mask/Cast_int32_output_0"
+    """``attention_mask`` cast to int32 (MultiHeadAttention's mask_index), made once, where the
+    additive mask begins (``_settle_mask`` names it as that mask's Cast once that is gone)."""
+    name = f"{_INT32_CAST}_output_0"
     if view.producer(name) is None:
-        view.graph.node.insert(0, helper.make_node("Cast", [MASK_INPUT], [name], name="/mask/Cast_int32",
-                                                   to=TensorProto.INT32))
+        nodes = list(view.graph.node)
+        first = next((i for i, n in enumerate(nodes) if n.op_type == "Cast" and list(n.input) == [MASK_INPUT]), 0)
+        view.graph.node.insert(first, helper.make_node("Cast", [MASK_INPUT], [name], name=_INT32_CAST,
+                                                       to=TensorProto.INT32))
         view.invalidate()
     return name
+
+
+def _settle_mask(graph: onnx.GraphProto) -> None:
+    """The int32 Cast takes the name of the float one it replaced, when that one is gone."""
+    nodes = {n.name: n for n in graph.node}
+    cast = nodes.get(_INT32_CAST)
+    if cast is None or "/mask/Cast" in nodes:
+        return
+    old, new = cast.output[0], "/mask/Cast_output_0"
+    cast.name, cast.output[0] = "/mask/Cast", new
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
 
 
 def _fused(view: GraphView, match: dict, mode: str) -> onnx.NodeProto:
@@ -114,7 +132,8 @@ def _fused(view: GraphView, match: dict, mode: str) -> onnx.NodeProto:
 
 
 def attention_fusion_pass(model: onnx.ModelProto, mode: str) -> onnx.ModelProto:
-    """A copy of ``model`` with every plain attention core fused as ``mode`` (``onnx``: unchanged)."""
+    """A copy of ``model`` with every plain attention core fused as ``mode`` (``onnx``: ``model``
+    itself, unchanged)."""
     if mode not in MODES:
         raise ExportError(f"unknown attention {mode!r}; one of {', '.join(MODES)}", field="--attention")
     if mode == "onnx":
@@ -133,6 +152,8 @@ def attention_fusion_pass(model: onnx.ModelProto, mode: str) -> onnx.ModelProto:
                                                                   [BATCH, SEQUENCE, width]))
         fused += 1
     remove_unused(out.graph)
+    _settle_mask(out.graph)
+    order_by_first_use(out.graph)
     if fused:
         ensure_opset(out, *(("com.microsoft", 1) if mode == "mha" else (SPARSE_DOMAIN, SPARSE_OPSET)))
     logger.info("attention_fusion_pass: %d attention cores as %s", fused, mode)

@@ -50,6 +50,12 @@ def _fold(view: GraphView, node: onnx.NodeProto) -> bool:
     dead = _match(view, node)
     if dead is None:
         return False
+    stated = next((v for v in view.graph.value_info if v.name == node.output[0]), None)
+    if stated is not None:      # GELU keeps Y's shape: later passes' shape inference needs it stated
+        shape = onnx.ValueInfoProto()
+        shape.CopyFrom(stated)
+        shape.name = dead[-1].output[0]
+        view.graph.value_info.append(shape)
     node.output[0] = dead[-1].output[0]
     node.attribute.append(helper.make_attribute("activation", "gelu"))
     for n in dead:

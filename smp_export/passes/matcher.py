@@ -180,6 +180,18 @@ def remove_unused(graph: onnx.GraphProto) -> None:
     graph.value_info.extend(value_info)
 
 
+def order_by_first_use(graph: onnx.GraphProto) -> None:
+    """Initializers in the order the nodes first read them (the builder's own order), so a graph
+    rewritten into a shape the builder could have emitted is stored the same way."""
+    first: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            first.setdefault(name, index)
+    ordered = sorted(graph.initializer, key=lambda init: first.get(init.name, len(graph.node)))
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
+
+
 def ensure_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
     if not any(op.domain == domain for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid(domain, version))

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from runtime.contract import CONFIG_FILE, TOKENIZER_MODEL_FILES
+from runtime.contract import CONFIG_FILE, has_tokenizer
 
 from ..arch import BERT, Architecture
 from ..checkpoint import linear_weight_names
@@ -181,13 +181,15 @@ def split_scores(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.T
     return weights, scores
 
 
-def require_linear_weights(weights: Mapping[str, torch.Tensor], num_layers: int, *, path: Path) -> list[str]:
-    """``linear_weight_names(num_layers)``; CheckpointError naming the first missing one."""
+def require_linear_weights(weights: Mapping[str, torch.Tensor], num_layers: int, *, path: Path,
+                           arch: Architecture = BERT) -> list[str]:
+    """``linear_weight_names(num_layers)``; CheckpointError naming the first missing one as the
+    architecture's files name it."""
     names = linear_weight_names(num_layers)
     missing = [n for n in names if n not in weights]
     if missing:
         raise CheckpointError(f"{len(missing)} encoder linear weights missing "
-                              f"(config.json says {num_layers} layers)", path=path, field=missing[0])
+                              f"(config.json says {num_layers} layers)", path=path, field=arch.own_name(missing[0]))
     return names
 
 
@@ -233,7 +235,4 @@ def find_checkpoint_dir(model_dir: Path) -> Path | None:
 
 def tokenizer_dir(*dirs: Path) -> Path | None:
     """The first of ``dirs`` holding tokenizer files, else None."""
-    for directory in dirs:
-        if any((Path(directory) / name).is_file() for name in TOKENIZER_MODEL_FILES):
-            return Path(directory)
-    return None
+    return next((Path(d) for d in dirs if has_tokenizer(d)), None)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import BertConfig
+from transformers import PretrainedConfig
 
 from runtime.contract import TOKENIZER_MODEL_FILES
 
@@ -18,7 +18,7 @@ from .base import ReadOptions
 
 logger = logging.getLogger(__name__)
 
-def build_head(weights: dict[str, torch.Tensor], config: BertConfig, cfg: Mapping[str, Any],
+def build_head(weights: dict[str, torch.Tensor], config: PretrainedConfig, cfg: Mapping[str, Any],
                options: ReadOptions, *, path: Path, tokenizer: Path | None,
                require_label_words: bool) -> HeadSpec:
     """Find the head from the weight names; fix up ``weights`` / ``config`` to match it.
@@ -51,7 +51,7 @@ def build_head(weights: dict[str, torch.Tensor], config: BertConfig, cfg: Mappin
     return HeadSpec(kind="smp-label-words", label_token_ids=ids, label_words=words)
 
 
-def _set_num_labels(config: BertConfig, num_labels: int) -> None:
+def _set_num_labels(config: PretrainedConfig, num_labels: int) -> None:
     # The setter keeps config's id2label when it has num_labels entries, else LABEL_i.
     if config.num_labels != num_labels:
         logger.info("num_labels %d from classifier.weight (config.json said %d)", num_labels, config.num_labels)

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig
 
+from runtime.contract import CONFIG_FILE
+
 from ..arch import Architecture, EncoderDims, architecture_of
 from ..checkpoint import PrunedCheckpoint
 from .base import ReadOptions
@@ -36,15 +38,16 @@ class ModelDir:
 
     def linear_names(self, weights: dict[str, torch.Tensor]) -> list[str]:
         """The pruned linears' weight names; CheckpointError naming the first one missing."""
-        return require_linear_weights(weights, self.dims.layers, path=self.weight_file)
+        return require_linear_weights(weights, self.dims.layers, path=self.weight_file, arch=self.arch)
 
 
 def read_model_dir(path: Path, *, weight_dir: Path | None = None) -> ModelDir:
     """config.json (from ``weight_dir`` when it has one, else ``path``) and every tensor."""
     weight_dir = weight_dir or path
-    cfg = load_config(weight_dir if (weight_dir / "config.json").is_file() else path)
-    arch = architecture_of(cfg, path=path / "config.json")
-    config = arch.build_config(cfg, path=path)
+    config_dir = weight_dir if (weight_dir / CONFIG_FILE).is_file() else path
+    cfg = load_config(config_dir)
+    arch = architecture_of(cfg, path=config_dir / CONFIG_FILE)
+    config = arch.build_config(cfg, path=config_dir)
     file = primary_weight_file(weight_dir)
     tensors, origin = canonicalize(load_state_dict(weight_dir), arch)
     return ModelDir(path, cfg, arch, config, file, tensors, origin)

@@ -80,15 +80,15 @@ def _method(cfg: dict[str, Any]) -> str:
     return str(_smp_dict(cfg).get("method") or "").lower()
 
 
-def prototype_head(weights: dict[str, torch.Tensor], config: Any, cfg: dict[str, Any], *,
+def prototype_head(weights: dict[str, torch.Tensor], config: Any, cfg: dict[str, Any], *, hidden: int,
                    path: Path) -> HeadSpec | None:
     """smp-train's prototype head when ``prototype.weight`` is present (classes from the config)."""
     if "prototype.weight" not in weights:
         return None
     proto = weights["prototype.weight"]
-    if proto.ndim != 2 or proto.shape[1] != config.hidden_size:
+    if proto.ndim != 2 or proto.shape[1] != hidden:
         raise CheckpointError(f"prototype.weight has shape {tuple(proto.shape)}, expected "
-                              f"[classes, {config.hidden_size}]", path=path, field="prototype.weight")
+                              f"[classes, {hidden}]", path=path, field="prototype.weight")
     classes = [str(c) for c in (_smp_dict(cfg).get("classes") or [])]
     if len(classes) != proto.shape[0]:
         classes = [f"LABEL_{i}" for i in range(proto.shape[0])]
@@ -159,7 +159,7 @@ class SmpReader:
         method, masks, extra = _masks(path, model.cfg, options, lin_scores, keep)
         metadata.update(extra)
         tok = tokenizer_dir(weight_dir, path)
-        head = prototype_head(weights, model.config, model.cfg, path=path)
+        head = prototype_head(weights, model.config, model.cfg, hidden=model.dims.hidden, path=path)
         ckpt = assemble(model, weights, masks, options, source_format=self.name, method=method, metadata=metadata,
                         require_label_words=True, tokenizer=tok, head=head)
         logger.info("read %s checkpoint %s: keep %.4g (%s), density %.4f", method, path, keep,
