@@ -6,6 +6,8 @@ Each option is spelled once, in its decorator: its parameter name is a field of 
 
 from __future__ import annotations
 
+# ruff: noqa: E402  (the extra is checked before its packages are imported)
+
 import shlex
 import sys
 from datetime import datetime
@@ -14,10 +16,13 @@ from typing import Any
 
 import click
 
+from .common import cli_errors, configure_logging, require_extra, split_names
+
+require_extra("smp-bench", "bench", "torch", "transformers", "onnx", "matplotlib")
+
 from smp_bench.config import BACKENDS, BenchConfig
 from smp_bench.run import run_benchmark
 
-from .common import cli_errors, configure_logging, split_names
 
 #: Parameters handled here rather than passed on as config fields: -o/--output becomes
 #: ``output_dir`` (with its timestamped default), -v/--verbose sets up logging.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from collections.abc import Iterator
@@ -29,6 +30,15 @@ def cli_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+
+
+def require_extra(command: str, extra: str, *modules: str) -> None:
+    """Exit with the install line when a deployment-only install runs a command of an extra."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        click.echo(f"error: {command} needs the {extra} extra (missing: {', '.join(missing)}): "
+                   f"pip install torch==2.13.0 && pip install 'smp-export[{extra}]'", err=True)
+        sys.exit(SmpError.exit_code)
 
 
 def configure_logging(verbose: bool) -> None:

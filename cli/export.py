@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+# ruff: noqa: E402  (the extra is checked before its packages are imported)
+
 import tempfile
 from pathlib import Path
 
 import click
+
+from .common import cli_errors, configure_logging, require_extra, split_names
+
+require_extra("smp-export", "export", "torch", "transformers", "onnx")
 
 from smp_export.autotune import AutotuneConfig
 from smp_export.export import ExportOptions, export_onnx
@@ -16,7 +22,6 @@ from smp_export.summary import format_summary
 from smp_export.validate import ValidationConfig
 from smp_export.variants import TRITON, VARIANTS, check_handoff, get_variant
 
-from .common import cli_errors, configure_logging, split_names
 
 
 def _keep_from(keep: float | None, sparsity: float | None) -> float | None:

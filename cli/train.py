@@ -6,6 +6,8 @@ One process: ``smp-train -o runs/x``. Several (CPU gloo or GPUs, same flags):
 
 from __future__ import annotations
 
+# ruff: noqa: E402  (the extra is checked before its packages are imported)
+
 import json
 import os
 import shlex
@@ -14,10 +16,13 @@ from pathlib import Path
 
 import click
 
+from .common import cli_errors, configure_logging, require_extra, split_names
+
+require_extra("smp-train", "train", "torch", "transformers", "accelerate")
+
 from smp_train.config import HEAD_CHOICES, METHODS, DataConfig, DistillConfig, HeadConfig, PruningConfig, TrainConfig
 from smp_train.errors import SmpTrainError
 
-from .common import cli_errors, configure_logging, split_names
 
 
 def _model_dir(model_dir: Path | None) -> Path:

@@ -57,3 +57,18 @@ def test_serve_on_a_taken_port_exits_1(tmp_path, keep_logging):
         port = taken.getsockname()[1]
         result = CliRunner().invoke(serve.main, [str(tmp_path / "e"), "--port", str(port)])
     assert result.exit_code == EXIT_OS and "\nerror: [Errno 98]" in result.output and "Traceback" not in result.output
+
+
+def test_a_command_of_a_missing_extra_says_what_to_install(monkeypatch, capsys):
+    import importlib.util
+
+    from cli.common import require_extra
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(SystemExit) as exit_info:
+        require_extra("smp-export", "export", "torch", "numpy")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("error: smp-export needs the export extra (missing: torch): "
+                                       "pip install torch==2.13.0 && pip install 'smp-export[export]'\n")
+    require_extra("smp-serve", "cpu", "numpy")          # present: nothing happens
