@@ -15,11 +15,12 @@ from tests.kernel_helpers import csr_arrays, random_weight, session, sparse_line
 
 # Slot -> OrtApi entry, as counted from onnxruntime_c_api.h (the table only grows at the end).
 SLOTS = {0: "CreateStatus", 2: "GetErrorMessage", 26: "CreateCustomOpDomain", 27: "CustomOpDomain_Add",
-         28: "AddCustomOpDomain", 51: "GetTensorMutableData", 60: "GetTensorElementType",
-         61: "GetDimensionsCount", 62: "GetDimensions", 65: "GetTensorTypeAndShape", 87: "KernelInfoGetAttribute_string",
-         88: "KernelContext_GetInputCount", 90: "KernelContext_GetInput", 91: "KernelContext_GetOutput",
-         93: "ReleaseStatus", 99: "ReleaseTensorTypeAndShapeInfo", 101: "ReleaseCustomOpDomain",
-         163: "KernelInfoGetAttributeArray_int64", 244: "KernelInfo_GetNodeName",
+         28: "AddCustomOpDomain", 51: "GetTensorMutableData", 55: "CastTypeInfoToTensorInfo",
+         60: "GetTensorElementType", 61: "GetDimensionsCount", 62: "GetDimensions", 65: "GetTensorTypeAndShape",
+         87: "KernelInfoGetAttribute_string", 88: "KernelContext_GetInputCount", 90: "KernelContext_GetInput",
+         91: "KernelContext_GetOutput", 93: "ReleaseStatus", 98: "ReleaseTypeInfo",
+         99: "ReleaseTensorTypeAndShapeInfo", 101: "ReleaseCustomOpDomain", 163: "KernelInfoGetAttributeArray_int64",
+         234: "KernelInfo_GetInputTypeInfo", 235: "KernelInfo_GetOutputTypeInfo", 244: "KernelInfo_GetNodeName",
          249: "KernelInfoGetConstantInput_tensor", 274: "KernelContext_ParallelFor"}
 
 

@@ -31,10 +31,16 @@ std::string init(AttentionKernel* k, const ort::KernelInfo* info) {
   bool present = false;
   std::string err = read_ints(k->api, info, "shape", &shape, &present);
   if (!err.empty()) return "attribute shape: " + err;
-  if (!present || shape.size() != 2 || shape[0] < 1 || shape[1] < 1)
-    return "attribute shape (ints [num_heads, head_dim], both >= 1) is required";
+  if (!present || shape.size() != 2 || shape[0] < 1 || shape[1] < 1 || shape[0] > kMaxDim || shape[1] > kMaxDim)
+    return "attribute shape (ints [num_heads, head_dim], both in [1, 2^24]) is required";
   k->heads = shape[0];
   k->head_dim = shape[1];
+  int64_t features = -1;  // what the graph declares for Y, checked against the claim at creation
+  err = declared_features(k->api, info, true, 0, &features);
+  if (!err.empty()) return "reading the declared shape of output Y: " + err;
+  if (features >= 0 && features != k->heads * k->head_dim)
+    return "the graph declares output Y with " + std::to_string(features) + " features, attribute shape gives " +
+           std::to_string(k->heads) + " x " + std::to_string(k->head_dim);
   return "";
 }
 

@@ -26,9 +26,9 @@ inline void transpose8(__m256& r0, __m256& r1, __m256& r2, __m256& r3, __m256& r
   r7 = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-// e^y for y <= 0 (Cephes-style: 2^n e^r, |r| <= ln2/2, degree-6 polynomial; ~1e-7 relative).
+// e^y for y <= 0, NaN for NaN (Cephes-style: 2^n e^r, |r| <= ln2/2, degree-6 polynomial; ~1e-7 relative).
 inline __m256 exp_nonpositive(__m256 y) {
-  y = _mm256_max_ps(y, _mm256_set1_ps(-87.0f));
+  y = _mm256_max_ps(_mm256_set1_ps(-87.0f), y);  // operand order: a NaN y stays NaN, as in std::exp
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), y);

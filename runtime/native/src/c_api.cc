@@ -74,6 +74,16 @@ std::string check_call(int64_t m, int32_t activation) {
   return "";
 }
 
+// The LayerNorm arguments (gamma null: none): beta with gamma, both finite, epsilon in [0, 1].
+std::string check_layer_norm_args(int64_t rows, const float* gamma, const float* beta, float eps) {
+  if (gamma == nullptr) return "";
+  if (beta == nullptr) return "ln_beta is required with ln_gamma";
+  std::string msg = smp::check_finite(gamma, rows, "ln_gamma");
+  if (msg.empty()) msg = smp::check_finite(beta, rows, "ln_beta");
+  if (msg.empty() && (!(eps >= 0.0f) || eps > 1.0f)) msg = "ln_epsilon must be in [0, 1]";
+  return msg;
+}
+
 }  // namespace
 
 extern "C" {
@@ -93,7 +103,7 @@ SMP_EXPORT int smp_sparse_ffn(const float* x, int64_t m, const SmpWeight* w1, co
       if (!msg.empty()) msg = "weight 2: " + msg;
     }
     if (msg.empty()) msg = check_call(m, activation);
-    if (msg.empty() && ln_gamma != nullptr && ln_beta == nullptr) msg = "ln_beta is required with ln_gamma";
+    if (msg.empty()) msg = check_layer_norm_args(p2.rows, ln_gamma, ln_beta, ln_epsilon);
     if (msg.empty()) {
       smp::ThreadRunner runner(threads);
       smp::FfnOptions options;
@@ -142,7 +152,7 @@ SMP_EXPORT int smp_sparse_linear(const float* x, int64_t m, const void* crow, in
       epilogue.ln_gamma = ln_gamma;
       epilogue.ln_beta = ln_gamma != nullptr ? ln_beta : nullptr;
       epilogue.ln_epsilon = ln_epsilon;
-      if (ln_gamma != nullptr && ln_beta == nullptr) msg = "ln_beta is required with ln_gamma";
+      msg = check_layer_norm_args(packed.rows, ln_gamma, ln_beta, ln_epsilon);
       if (msg.empty()) msg = smp::sparse_linear(packed, x, m, y, static_cast<smp::Isa>(isa), runner, epilogue);
     }
     if (msg.empty()) return 0;

@@ -38,11 +38,16 @@ struct Kernel {
   std::string where() const { return "ai.smp.SparseLinear node '" + node + "': "; }
 };
 
-// At creation: attributes, then the weight arrays if they are constant initializers.
+// At creation: attributes, checked against the shapes the graph declares, then the LayerNorm
+// and weight arrays if they are constant initializers.
 std::string init_kernel(Kernel* k, const ort::KernelInfo* info) {
   k->node = node_name(k->api, info);
   k->weights.first_input = kInputCrow;
-  std::string err = init_weights(k->api, info, "shape", "block_shape", &k->weights);
+  const WeightSlot& w = k->weights;
+  std::string err = read_weight_shape(k->api, info, "shape", "block_shape", &k->weights);
+  if (err.empty()) err = check_graph_features(k->api, info, kInputX, w.cols, w.rows);
+  if (err.empty()) err = check_constant_layer_norm(k->api, info, kInputLnGamma, w.rows);
+  if (err.empty()) err = pack_constant_weights(k->api, info, &k->weights);
   if (err.empty()) err = read_activation(k->api, info, &k->epilogue.activation);
   return err;
 }

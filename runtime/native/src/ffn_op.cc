@@ -38,11 +38,15 @@ std::string init(FfnKernel* k, const ort::KernelInfo* info) {
   k->w1.name = "weight 1";
   k->w2.first_input = kInputW2;
   k->w2.name = "weight 2";
-  std::string err = init_weights(api, info, "shape1", "block_shape1", &k->w1);
-  if (err.empty()) err = init_weights(api, info, "shape2", "block_shape2", &k->w2);
-  if (err.empty()) err = read_activation(api, info, &k->options.activation);
+  std::string err = read_weight_shape(api, info, "shape1", "block_shape1", &k->w1);
+  if (err.empty()) err = read_weight_shape(api, info, "shape2", "block_shape2", &k->w2);
   if (err.empty() && k->w2.cols != k->w1.rows)
     err = "shape2 takes " + std::to_string(k->w2.cols) + " inputs, shape1 gives " + std::to_string(k->w1.rows);
+  if (err.empty()) err = check_graph_features(api, info, kInputX, k->w1.cols, k->w2.rows);
+  if (err.empty()) err = check_constant_layer_norm(api, info, kInputLnGamma, k->w2.rows);
+  if (err.empty()) err = pack_constant_weights(api, info, &k->w1);
+  if (err.empty()) err = pack_constant_weights(api, info, &k->w2);
+  if (err.empty()) err = read_activation(api, info, &k->options.activation);
   return err;
 }
 

@@ -136,8 +136,29 @@ ort::CustomOp base_op() {
 
 // ---------------------------------------------------------------- weights, inputs, outputs
 
-std::string init_weights(const Api& api, const ort::KernelInfo* info, const char* shape_attr, const char* block_attr,
-                         WeightSlot* slot) {
+namespace {
+
+// Inputs first..first+n-1 that are constant initializers, as views; constant[i] says which.
+std::string constant_views(const Api& api, const ort::KernelInfo* info, size_t first, size_t n, TensorView* views,
+                           bool* constant) {
+  for (size_t i = 0; i < n; ++i) {
+    int is_constant = 0;
+    const ort::Value* value = nullptr;
+    std::string err = take_error(api, api.KernelInfoGetConstantInputTensor(info, first + i, &is_constant, &value));
+    if (!err.empty()) return err;
+    constant[i] = is_constant != 0 && value != nullptr;
+    if (constant[i]) {
+      err = view_of(api, value, &views[i]);
+      if (!err.empty()) return err;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string read_weight_shape(const Api& api, const ort::KernelInfo* info, const char* shape_attr,
+                              const char* block_attr, WeightSlot* slot) {
   std::vector<int64_t> shape, block{1, 1};
   bool present = false;
   std::string err = read_ints(api, info, shape_attr, &shape, &present);
@@ -148,25 +169,53 @@ std::string init_weights(const Api& api, const ort::KernelInfo* info, const char
   if (!present) block = {1, 1};
   err = check_attributes(shape, block, &slot->rows, &slot->cols, &slot->bh, &slot->bw);
   if (!err.empty()) return *slot->name ? std::string(shape_attr) + " / " + block_attr + ": " + err : err;
+  return "";
+}
+
+std::string pack_constant_weights(const Api& api, const ort::KernelInfo* info, WeightSlot* slot) {
   TensorView views[4];
   bool constant[4] = {false, false, false, false};
-  for (size_t i = 0; i < 4; ++i) {
-    int is_constant = 0;
-    const ort::Value* value = nullptr;
-    err = take_error(api, api.KernelInfoGetConstantInputTensor(info, slot->first_input + i, &is_constant, &value));
-    if (!err.empty()) return err;
-    constant[i] = is_constant != 0 && value != nullptr;
-    if (constant[i]) {
-      err = view_of(api, value, &views[i]);
-      if (!err.empty()) return err;
-    }
-  }
+  std::string err = constant_views(api, info, slot->first_input, 4, views, constant);
+  if (!err.empty()) return err;
   if (!(constant[0] && constant[1] && constant[2])) return "";  // validated on every call instead
   slot->bias_constant = constant[3];
   err = pack_matrix(slot->rows, slot->cols, slot->bh, slot->bw, views[0], views[1], views[2],
                     constant[3] ? &views[3] : nullptr, default_chunk_cols(slot->cols, slot->bw), &slot->packed);
   if (!err.empty()) return slot->label() + err;
   slot->prepacked = true;
+  return "";
+}
+
+std::string declared_features(const Api& api, const ort::KernelInfo* info, bool output, size_t index,
+                              int64_t* features) {
+  *features = -1;
+  ort::TypeInfo* type = nullptr;
+  std::string err = take_error(api, api.KernelInfoGetTypeInfo(info, output, index, &type));
+  if (!err.empty() || type == nullptr) return err;
+  const ort::TypeShape* tensor = nullptr;  // owned by `type`
+  err = take_error(api, api.CastTypeInfoToTensorInfo(type, &tensor));
+  size_t rank = 0;
+  if (err.empty() && tensor != nullptr) err = take_error(api, api.GetDimensionsCount(tensor, &rank));
+  std::vector<int64_t> dims(rank);
+  if (err.empty() && rank > 0) err = take_error(api, api.GetDimensions(tensor, dims.data(), rank));
+  api.ReleaseTypeInfo(type);
+  if (err.empty() && rank > 0 && dims.back() > 0) *features = dims.back();
+  return err;
+}
+
+std::string check_graph_features(const Api& api, const ort::KernelInfo* info, size_t x_index, int64_t cols,
+                                 int64_t rows) {
+  int64_t features = -1;
+  std::string err = declared_features(api, info, false, x_index, &features);
+  if (!err.empty()) return "reading the declared shape of input X: " + err;
+  if (features >= 0 && features != cols)
+    return "the graph feeds input X with " + std::to_string(features) + " features, the weight's shape claims " +
+           std::to_string(cols) + " inputs";
+  err = declared_features(api, info, true, 0, &features);
+  if (!err.empty()) return "reading the declared shape of output Y: " + err;
+  if (features >= 0 && features != rows)
+    return "the graph declares output Y with " + std::to_string(features) + " features, the weight's shape claims " +
+           std::to_string(rows) + " outputs";
   return "";
 }
 
@@ -232,19 +281,19 @@ std::string input_x(const Api& api, const ort::KernelContext* ctx, size_t count,
   return "";
 }
 
-std::string layer_norm_inputs(const Api& api, ort::KernelContext* ctx, size_t count, size_t first, int64_t rows,
-                              Epilogue* e) {
-  TensorView v[3];
-  bool present[3] = {false, false, false};
-  for (size_t i = 0; i < 3; ++i) {
-    std::string err = input_view(api, ctx, first + i, count, &v[i], &present[i]);
-    if (!err.empty()) return err;
-  }
+namespace {
+
+// gamma, beta [rows] and epsilon [1], all float32 and finite, or none of them.
+std::string check_layer_norm(const TensorView* v, const bool* present, int64_t rows, Epilogue* e) {
   if (!present[0] && !present[1] && !present[2]) return "";
   if (!(present[0] && present[1] && present[2])) return "ln_gamma, ln_beta and ln_epsilon go together";
-  for (size_t i = 0; i < 2; ++i)
+  const char* names[2] = {"ln_gamma", "ln_beta"};
+  for (size_t i = 0; i < 2; ++i) {
     if (v[i].dtype != kDTypeFloat || v[i].dims != std::vector<int64_t>{rows} || (rows > 0 && v[i].data == nullptr))
       return "ln_gamma and ln_beta must be float32 [" + std::to_string(rows) + "]";
+    std::string err = check_finite(static_cast<const float*>(v[i].data), rows, names[i]);
+    if (!err.empty()) return err;
+  }
   if (v[2].dtype != kDTypeFloat || v[2].dims != std::vector<int64_t>{1} || v[2].data == nullptr)
     return "ln_epsilon must be float32 [1]";
   const float eps = *static_cast<const float*>(v[2].data);
@@ -253,6 +302,29 @@ std::string layer_norm_inputs(const Api& api, ort::KernelContext* ctx, size_t co
   e->ln_beta = static_cast<const float*>(v[1].data);
   e->ln_epsilon = eps;
   return "";
+}
+
+}  // namespace
+
+std::string layer_norm_inputs(const Api& api, ort::KernelContext* ctx, size_t count, size_t first, int64_t rows,
+                              Epilogue* e) {
+  TensorView v[3];
+  bool present[3] = {false, false, false};
+  for (size_t i = 0; i < 3; ++i) {
+    std::string err = input_view(api, ctx, first + i, count, &v[i], &present[i]);
+    if (!err.empty()) return err;
+  }
+  return check_layer_norm(v, present, rows, e);
+}
+
+std::string check_constant_layer_norm(const Api& api, const ort::KernelInfo* info, size_t first, int64_t rows) {
+  TensorView v[3];
+  bool constant[3] = {false, false, false};
+  std::string err = constant_views(api, info, first, 3, v, constant);
+  if (!err.empty()) return err;
+  if (!(constant[0] && constant[1] && constant[2])) return "";  // checked on every call
+  Epilogue unused;
+  return check_layer_norm(v, constant, rows, &unused);
 }
 
 std::string residual_input(const Api& api, ort::KernelContext* ctx, size_t count, size_t index,

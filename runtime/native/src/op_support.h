@@ -46,9 +46,23 @@ struct WeightSlot {
   PackedMatrix packed;
   std::string label() const { return *name ? std::string(name) + ": " : std::string(); }
 };
-// Reads the shape / block-shape attributes; packs the arrays when they are constant.
-std::string init_weights(const ort::Api& api, const ort::KernelInfo* info, const char* shape_attr,
-                         const char* block_attr, WeightSlot* slot);
+// Reads and checks the shape / block-shape attributes into the slot (nothing allocated).
+std::string read_weight_shape(const ort::Api& api, const ort::KernelInfo* info, const char* shape_attr,
+                              const char* block_attr, WeightSlot* slot);
+// Packs the arrays once when they are constant initializers (after read_weight_shape).
+std::string pack_constant_weights(const ort::Api& api, const ort::KernelInfo* info, WeightSlot* slot);
+// The last dimension the graph declares for input (or output) `index`: -1 when the graph
+// states no fixed one (no shape, rank 0, or a symbolic dimension).
+std::string declared_features(const ort::Api& api, const ort::KernelInfo* info, bool output, size_t index,
+                              int64_t* features);
+// At creation: the graph's declared X features (input x_index) must be `cols` and its declared
+// output features `rows`, where the graph states them; a claim the model cannot feed is an error
+// before anything is packed.
+std::string check_graph_features(const ort::Api& api, const ort::KernelInfo* info, size_t x_index, int64_t cols,
+                                 int64_t rows);
+// At creation: the LayerNorm inputs at first..first+2 that are constant initializers pass the
+// same checks as on every call (shapes, finite values, epsilon in range).
+std::string check_constant_layer_norm(const ort::Api& api, const ort::KernelInfo* info, size_t first, int64_t rows);
 // The packed weight of this call: the prepacked one, or the inputs validated and packed
 // into *per_call (inputs that are not constant, or a bias present unlike at creation).
 std::string call_weights(const ort::Api& api, ort::KernelContext* ctx, size_t count, const WeightSlot& slot,

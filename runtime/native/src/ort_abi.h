@@ -25,6 +25,7 @@ struct Value;           // OrtValue, opaque
 struct TypeShape;       // OrtTensorTypeAndShapeInfo, opaque
 struct SessionOptions;  // OrtSessionOptions, opaque
 struct Domain;          // OrtCustomOpDomain, opaque
+struct TypeInfo;        // OrtTypeInfo, opaque
 
 // ONNXTensorElementDataType values we check (same numbering as TensorProto.DataType).
 enum ElementType : int { kUndefined = 0, kFloat = 1, kInt32 = 6, kInt64 = 7 };
@@ -47,6 +48,7 @@ enum Slot : int {
   kCustomOpDomainAdd = 27,
   kAddCustomOpDomain = 28,
   kGetTensorMutableData = 51,
+  kCastTypeInfoToTensorInfo = 55,
   kGetTensorElementType = 60,
   kGetDimensionsCount = 61,
   kGetDimensions = 62,
@@ -56,9 +58,12 @@ enum Slot : int {
   kKernelContextGetInput = 90,
   kKernelContextGetOutput = 91,
   kReleaseStatus = 93,
+  kReleaseTypeInfo = 98,
   kReleaseTensorTypeAndShapeInfo = 99,
   kReleaseCustomOpDomain = 101,
   kKernelInfoGetAttributeArrayInt64 = 163,
+  kKernelInfoGetInputTypeInfo = 234,
+  kKernelInfoGetOutputTypeInfo = 235,
   kKernelInfoGetNodeName = 244,
   kKernelInfoGetConstantInputTensor = 249,
   kKernelContextParallelFor = 274,
@@ -67,10 +72,11 @@ enum Slot : int {
 // The slots above, in one list (the tests read it through smp_abi_slots).
 constexpr int kUsedSlots[] = {
     kCreateStatus, kGetErrorMessage, kCreateCustomOpDomain, kCustomOpDomainAdd, kAddCustomOpDomain,
-    kGetTensorMutableData, kGetTensorElementType, kGetDimensionsCount, kGetDimensions,
+    kGetTensorMutableData, kCastTypeInfoToTensorInfo, kGetTensorElementType, kGetDimensionsCount, kGetDimensions,
     kGetTensorTypeAndShape, kKernelInfoGetAttributeString, kKernelContextGetInputCount, kKernelContextGetInput,
-    kKernelContextGetOutput, kReleaseStatus, kReleaseTensorTypeAndShapeInfo, kReleaseCustomOpDomain,
-    kKernelInfoGetAttributeArrayInt64, kKernelInfoGetNodeName, kKernelInfoGetConstantInputTensor,
+    kKernelContextGetOutput, kReleaseStatus, kReleaseTypeInfo, kReleaseTensorTypeAndShapeInfo,
+    kReleaseCustomOpDomain, kKernelInfoGetAttributeArrayInt64, kKernelInfoGetInputTypeInfo,
+    kKernelInfoGetOutputTypeInfo, kKernelInfoGetNodeName, kKernelInfoGetConstantInputTensor,
     kKernelContextParallelFor};
 constexpr int kNumUsedSlots = sizeof(kUsedSlots) / sizeof(kUsedSlots[0]);
 
@@ -129,6 +135,9 @@ class Api {
   Status* GetTensorMutableData(Value* v, void** out) const {
     return call<Status* (*)(Value*, void**)>(kGetTensorMutableData)(v, out);
   }
+  Status* CastTypeInfoToTensorInfo(const TypeInfo* t, const TypeShape** out) const {
+    return call<Status* (*)(const TypeInfo*, const TypeShape**)>(kCastTypeInfoToTensorInfo)(t, out);
+  }
   Status* GetTensorElementType(const TypeShape* t, int* out) const {
     return call<Status* (*)(const TypeShape*, int*)>(kGetTensorElementType)(t, out);
   }
@@ -153,6 +162,7 @@ class Api {
         kKernelContextGetOutput)(c, i, dims, n, out);
   }
   void ReleaseStatus(Status* s) const { call<void (*)(Status*)>(kReleaseStatus)(s); }
+  void ReleaseTypeInfo(TypeInfo* t) const { call<void (*)(TypeInfo*)>(kReleaseTypeInfo)(t); }
   void ReleaseTypeShape(TypeShape* t) const {
     call<void (*)(TypeShape*)>(kReleaseTensorTypeAndShapeInfo)(t);
   }
@@ -165,6 +175,11 @@ class Api {
   Status* KernelInfoGetAttributeString(const KernelInfo* i, const char* name, char* out, size_t* size) const {
     return call<Status* (*)(const KernelInfo*, const char*, char*, size_t*)>(kKernelInfoGetAttributeString)(
         i, name, out, size);
+  }
+  // The type the graph declares for input / output `index` of the node (released by the caller).
+  Status* KernelInfoGetTypeInfo(const KernelInfo* i, bool output, size_t index, TypeInfo** out) const {
+    return call<Status* (*)(const KernelInfo*, size_t, TypeInfo**)>(
+        output ? kKernelInfoGetOutputTypeInfo : kKernelInfoGetInputTypeInfo)(i, index, out);
   }
   Status* KernelInfoGetNodeName(const KernelInfo* i, char* out, size_t* size) const {
     return call<Status* (*)(const KernelInfo*, char*, size_t*)>(kKernelInfoGetNodeName)(i, out, size);

@@ -1,5 +1,6 @@
 #include "sparse_matrix.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -105,7 +106,37 @@ void fill(const TensorView& crow, const TensorView& col, const float* values, in
   }
 }
 
+// Packed row pointers: num_chunks * (block_rows + 1) entries. Column chunking alone would let a
+// shape claim (65,536 x 8,388,608, say) cost gigabytes while the arrays hold kilobytes, so the
+// chunks are widened until the row pointers need at most this many entries per index entry the
+// model really stores (crow_indices + col_indices), plus a small slack. Chunk width only sets
+// the cache blocking: the sums, and so the results, are the same.
+constexpr int64_t kRowPtrPerIndex = 4;
+constexpr int64_t kRowPtrSlack = int64_t(1) << 16;
+
+int64_t bounded_chunk_cols(int64_t cols, int64_t bw, int64_t block_rows, int64_t index_entries, int64_t chunk_cols) {
+  const int64_t stride = block_rows + 1;
+  const int64_t budget = kRowPtrPerIndex * index_entries + kRowPtrSlack;
+  const int64_t chunks = (cols + chunk_cols - 1) / chunk_cols;
+  if (chunks <= budget / stride) return chunk_cols;
+  const int64_t max_chunks = budget / stride > 1 ? budget / stride : 1;
+  int64_t wider = (cols + max_chunks - 1) / max_chunks;
+  wider = (wider + bw - 1) / bw * bw;
+  return wider < kMaxChunkCols ? wider : kMaxChunkCols / bw * bw;
+}
+
 }  // namespace
+
+std::string check_finite(const float* values, int64_t n, const char* name) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(values[i])) {
+      const char* what = std::isnan(values[i]) ? "nan" : (values[i] > 0 ? "inf" : "-inf");
+      return std::string(name) + " holds a non-finite value (" + what + ") at entry " + str(i) +
+             "; weights must be finite";
+    }
+  }
+  return "";
+}
 
 std::string check_attributes(const std::vector<int64_t>& shape, const std::vector<int64_t>& block,
                              int64_t* rows, int64_t* cols, int64_t* bh, int64_t* bw) {
@@ -139,6 +170,7 @@ std::string pack_matrix(int64_t rows, int64_t cols, int64_t bh, int64_t bw, cons
   int64_t nnz = 0;
   std::string err = check_indices(crow, col, nbr, nbc, &nnz);
   if (err.empty()) err = check_values(values, nnz, bh, bw);
+  if (err.empty()) err = check_finite(static_cast<const float*>(values.data), nnz * bh * bw, "values");
   if (!err.empty()) return err;
   PackedMatrix p;
   if (bias != nullptr) {
@@ -148,6 +180,8 @@ std::string pack_matrix(int64_t rows, int64_t cols, int64_t bh, int64_t bw, cons
     if (!err.empty()) return err;
     if (n != rows) return "bias has " + str(n) + " entries, expected " + str(rows);
     const float* b = static_cast<const float*>(bias->data);
+    err = check_finite(b, n, "bias");
+    if (!err.empty()) return err;
     p.bias.assign(b, b + n);
   } else {
     p.bias.assign(static_cast<size_t>(rows), 0.0f);
@@ -158,6 +192,7 @@ std::string pack_matrix(int64_t rows, int64_t cols, int64_t bh, int64_t bw, cons
   p.bw = bw;
   if (chunk_cols > kMaxChunkCols) chunk_cols = kMaxChunkCols;
   p.chunk_cols = chunk_cols < bw ? bw : chunk_cols / bw * bw;
+  if (cols > 0) p.chunk_cols = bounded_chunk_cols(cols, bw, nbr, nbr + 1 + nnz, p.chunk_cols);
   p.num_chunks = cols == 0 ? 0 : (cols + p.chunk_cols - 1) / p.chunk_cols;
   p.nnz_blocks = nnz;
   if (p.num_chunks > 0) fill(crow, col, static_cast<const float*>(values.data), nbr, &p);

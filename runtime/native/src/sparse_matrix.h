@@ -55,6 +55,10 @@ std::string pack_matrix(int64_t rows, int64_t cols, int64_t bh, int64_t bw, cons
                         const TensorView& col, const TensorView& values, const TensorView* bias,
                         int64_t chunk_cols, PackedMatrix* out);
 
+// "" if all n values are finite, else "<name> holds a non-finite value (nan / inf / -inf) at
+// entry i": weights, biases and LayerNorm parameters are refused, not computed with.
+std::string check_finite(const float* values, int64_t n, const char* name);
+
 // Columns per chunk: SMP_SPARSE_KCHUNK if set (0 = one chunk), else 1024, rounded to bw.
 int64_t default_chunk_cols(int64_t cols, int64_t bw);
 
