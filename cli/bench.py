@@ -121,7 +121,7 @@ def main(ctx: click.Context, sweep: str | None, variants: str | None, output: Pa
     or every --sweep level). Writes results.json, results.md, results.png and timings.json.
     """
     configure_logging(verbose)
-    with cli_errors():
+    with cli_errors(sigterm=True):
         config = bench_config(ctx, options, sweep=sweep, variants=variants, output=output)
         result = run_benchmark(config, echo=lambda message: click.echo(message, err=True))
     click.echo(result.table)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,11 +16,26 @@ from runtime.errors import SmpError
 
 EXIT_OS = 1                         # the system refused (port in use, disk full, permissions)
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143               # 128 + SIGTERM, as a shell reports a process it terminated
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is (like KeyboardInterrupt for SIGINT), so that every
+    ``finally`` and cleanup on the way out runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 @contextmanager
-def cli_errors() -> Iterator[None]:
-    """``error: <message>`` on stderr and the stage's exit code, instead of a traceback."""
+def cli_errors(*, sigterm: bool = False) -> Iterator[None]:
+    """``error: <message>`` on stderr and the stage's exit code, instead of a traceback.
+
+    ``sigterm``: SIGTERM unwinds like Ctrl-C (temporary output removed) and exits 143, for
+    commands that write files; servers keep their own handler (drain, then exit)."""
+    main = threading.current_thread() is threading.main_thread()   # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _terminate) if sigterm and main else None
     try:
         yield
     except SmpError as exc:
@@ -30,6 +47,12 @@ def cli_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(EXIT_TERMINATED)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def require_extra(command: str, extra: str, *modules: str) -> None:

@@ -35,7 +35,7 @@ def main(output: Path, checkpoint: Path, variants: str, autotune_tokens: int) ->
     """Export the shipped SMP checkpoint as every variant, validate each, print the summaries."""
     configure_logging(False)
     rows = []
-    with cli_errors():
+    with cli_errors(sigterm=True):
         ckpt = read_checkpoint(checkpoint)
         for weights in split_names(variants):
             out = output / f"minilm-{ckpt.method}-{ckpt.density():.2f}-{weights}"

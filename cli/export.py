@@ -5,6 +5,7 @@ from __future__ import annotations
 # ruff: noqa: E402  (the extra is checked before its packages are imported)
 
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from .common import cli_errors, configure_logging, require_extra, split_names
 
 require_extra("smp-export", "export", "torch", "transformers", "onnx")
 
+from smp_export.arch.limits import DEFAULT_LIMITS, ConfigLimits
 from smp_export.autotune import AutotuneConfig
 from smp_export.export import ExportOptions, export_onnx
 from smp_export.output import default_output_dir
@@ -35,6 +37,13 @@ def _autotune(tokens: str) -> AutotuneConfig:
         return AutotuneConfig(tokens=tuple(int(t) for t in tokens.split(",") if t.strip()))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--autotune-tokens") from exc
+
+
+def _limits(pairs: tuple[str, ...]) -> ConfigLimits:
+    try:
+        return ConfigLimits.from_pairs(pairs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config-limit") from exc
 
 
 def _label_words(text: str | None) -> tuple[str, ...] | None:
@@ -78,12 +87,19 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Compare the export with the masked PyTorch model.")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Validation tolerance.")
+@click.option("--tokenizer/--no-tokenizer", default=True, show_default=True,
+              help="Copy the checkpoint's tokenizer files, loaded and round-tripped on a sample text first; "
+                   "--no-tokenizer leaves them out (the export then takes token ids only).")
+@click.option("--config-limit", "config_limits", multiple=True, metavar="FIELD=N",
+              help="Raise a config.json size limit, e.g. layers=512 (fields: " + ", ".join(
+                  f"{f.name} {getattr(DEFAULT_LIMITS, f.name)}" for f in fields(ConfigLimits)) + ").")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress.")
 def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | None, weights: str,
          keep: float | None, sparsity: float | None, smp_s: bool | None, smp_s_temperature: float | None,
          threshold: float | None, mask_file: Path | None, label_words: str | None, validate: bool,
-         atol: float, overwrite: bool, verbose: bool, autotune_tokens: str = "128", attention: str = "auto") -> None:
+         atol: float, overwrite: bool, verbose: bool, autotune_tokens: str = "128", attention: str = "auto",
+         tokenizer: bool = True, config_limits: tuple[str, ...] = ()) -> None:
     """Export a pruning checkpoint in MODEL_DIR to a validated sparse ONNX model.
 
     Input formats, detected automatically (or forced with --input-format): packed (a
@@ -96,12 +112,13 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
     configure_logging(verbose)
     read_options = ReadOptions(keep=_keep_from(keep, sparsity), smp_s=smp_s,
                                smp_s_temperature=smp_s_temperature, threshold=threshold,
-                               mask_file=mask_file, label_words=_label_words(label_words))
-    options = ExportOptions(weights=weights, validate=validate, overwrite=overwrite,
+                               mask_file=mask_file, label_words=_label_words(label_words),
+                               limits=_limits(config_limits))
+    options = ExportOptions(weights=weights, validate=validate, overwrite=overwrite, tokenizer=tokenizer,
                             validation=ValidationConfig(atol=atol), autotune=_autotune(autotune_tokens),
                             attention=None if attention == "auto" else attention)
     output = output or default_output_dir(model_dir, fmt)
-    with cli_errors():
+    with cli_errors(sigterm=True):
         if fmt == "triton":
             check_handoff(get_variant(weights), TRITON, options.attention)
         ckpt = read_checkpoint(model_dir, read_options, input_format=input_format)

@@ -97,7 +97,7 @@ def main(model_dir: Path | None, output: Path, method: str, keep: float, tempera
     """Prune MODEL_DIR (default: the packaged all-MiniLM-L6-v2) with SMP: all pretrained weights
     frozen, only mask scores trained. Writes a checkpoint smp-export reads with no extra flags."""
     configure_logging(verbose)
-    with cli_errors():
+    with cli_errors(sigterm=True):
         from smp_train.trainer import run_training
 
         config = TrainConfig(

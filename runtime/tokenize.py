@@ -133,6 +133,14 @@ class Tokenizer:
                  pad_to: int | None = None) -> dict[str, np.ndarray]:
         return self.encode(texts, max_length=max_length, pad_to=pad_to)
 
+    def token_id(self, token: str) -> int | None:
+        """The id of ``token`` in the vocabulary, None when it has none."""
+        return self._base.token_to_id(token)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ``ids``, special tokens left out."""
+        return self._base.decode([int(i) for i in ids], skip_special_tokens=True)
+
     @property
     def vocab_size(self) -> int:
         return self._base.get_vocab_size()

@@ -77,7 +77,7 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, variant: Variant, opti
         model = rewrite(model, plan)
     _save(model, directory / MODEL_FILE)
     write_config(ckpt, directory)
-    copy_tokenizer(ckpt, directory)
+    copy_tokenizer(ckpt, directory, include=options.tokenizer)
     validation = _validate(ckpt, directory / MODEL_FILE, variant, options, uses_kernels(model))
     layers = layer_records(ckpt, weights, variant, plan.choices, stored_sizes)
     summary = totals(layers, initializer_bytes(model), compaction, kernel_formats=variant.needs_kernels)

@@ -20,6 +20,7 @@ class ExportOptions:
     attention: str | None = None
     validate: bool = True
     overwrite: bool = False
+    tokenizer: bool = True                  # copy and round-trip the tokenizer files (False: leave them out)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
     graph: GraphOptions = field(default_factory=GraphOptions)

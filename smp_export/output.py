@@ -12,16 +12,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from runtime.contract import CONFIG_FILE, TOKENIZER_FILES
+from runtime.contract import CONFIG_FILE, TOKENIZER_FILES, TOKENIZER_MODEL_FILES
+from runtime.errors import TokenizerError
+from runtime.tokenize import Tokenizer
 
 from .checkpoint import PrunedCheckpoint
-from .errors import OutputExistsError
+from .errors import CheckpointError, OutputExistsError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Keys of pruning configs that the exported (plain) config must not carry.
 _PRUNING_KEYS = ("pruning_method", "mask_init", "mask_scale", "smp", "pruned_heads")
+# The text every exported tokenizer is round-tripped on.
+SAMPLE_TEXT = "A pruned model, exported and checked: 3 tests in 1 run."
 
 
 def default_output_dir(model_dir: str | Path, fmt: str = "onnx") -> Path:
@@ -82,7 +86,12 @@ def write_config(ckpt: PrunedCheckpoint, directory: Path) -> None:
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def copy_tokenizer(ckpt: PrunedCheckpoint, directory: Path) -> None:
+def copy_tokenizer(ckpt: PrunedCheckpoint, directory: Path, *, include: bool = True) -> None:
+    """Copy the checkpoint's tokenizer files, then load and round-trip them from ``directory``
+    (``check_tokenizer``); ``include=False`` leaves them out, with a warning."""
+    if not include:
+        logger.warning("tokenizer left out (--no-tokenizer): the export takes token ids only")
+        return
     if ckpt.tokenizer_dir is None:
         logger.warning("no tokenizer files in %s: the export has none", ckpt.source_path)
         return
@@ -90,6 +99,34 @@ def copy_tokenizer(ckpt: PrunedCheckpoint, directory: Path) -> None:
         src = Path(ckpt.tokenizer_dir) / name
         if src.is_file():
             shutil.copy2(src, directory / name)
+    check_tokenizer(directory, vocab_size=ckpt.dims.vocab_size, source=Path(ckpt.tokenizer_dir))
+
+
+def check_tokenizer(directory: Path, *, vocab_size: int, source: Path) -> None:
+    """Load the tokenizer of ``directory`` as the runtime will, encode ``SAMPLE_TEXT``, decode
+    and encode again: the ids must be inside the model's vocabulary and the same again (unless
+    the sample holds words the vocabulary lacks: [UNK] does not decode back).
+    CheckpointError naming the tokenizer file of ``source`` (use --no-tokenizer to leave it out)."""
+    file = next((source / n for n in TOKENIZER_MODEL_FILES if (source / n).is_file()), source)
+    hint = " (--no-tokenizer exports without it)"
+    try:
+        tokenizer = Tokenizer.from_dir(directory)
+        ids = tokenizer.encode([SAMPLE_TEXT], max_length=64)["input_ids"][0]
+        again = tokenizer.encode([tokenizer.decode(ids)], max_length=64)["input_ids"][0]
+    except TokenizerError as exc:
+        raise CheckpointError(f"tokenizer cannot be loaded: {exc.args[0] if exc.args else exc}{hint}",
+                              path=file, field="tokenizer") from exc
+    except Exception as exc:  # noqa: BLE001 -- tokenizers raises plain Exceptions on broken files
+        raise CheckpointError(f"tokenizer fails on a sample text: {type(exc).__name__}: {exc}{hint}", path=file,
+                              field="tokenizer") from exc
+    if ids.size < 3 or int(ids.max()) >= vocab_size:
+        raise CheckpointError(f"tokenizer gives ids {ids.tolist()} for {SAMPLE_TEXT!r}, outside the model's "
+                              f"{vocab_size}-token vocabulary{hint}", path=file, field="tokenizer")
+    unknown = tokenizer.token_id("[UNK]")
+    lossy = unknown is not None and unknown in ids.tolist()   # words outside a (small) vocabulary
+    if ids.tolist() != again.tolist() and not lossy:
+        raise CheckpointError(f"tokenizer does not round-trip {SAMPLE_TEXT!r} ({ids.tolist()} -> "
+                              f"{again.tolist()}){hint}", path=file, field="tokenizer")
 
 
 def file_sizes(directory: Path) -> dict[str, int]:

@@ -23,6 +23,7 @@ from transformers import PretrainedConfig
 from runtime.contract import INPUT_NAMES
 
 from ..errors import CheckpointError
+from .limits import DEFAULT_LIMITS, ConfigLimits
 
 # Keys of masked_bert / SMP / smp-train configs that the transformers config classes do not need.
 PRUNING_CONFIG_KEYS = ("model_type", "transformers_version", "pruning_method", "mask_init", "mask_scale", "smp",
@@ -33,6 +34,31 @@ DIM_NAMES = ("layers", "hidden", "heads", "intermediate", "vocab_size", "type_vo
 # a model other than the checkpoint's.
 REQUIRED_DIMS = ("vocab_size", "hidden", "layers", "heads", "intermediate")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+SIZE_NAMES = DIM_NAMES[:7]
+# Label fields transformers expands into tables (num_labels -> id2label of that many entries).
+LABEL_FIELDS = ("num_labels", "id2label", "label2id")
+
+
+def _check_size(value: Any, name: str, key: str, path: Path | None, limits: ConfigLimits) -> None:
+    """CheckpointError naming ``key`` unless ``value`` is an integer in [least, the limit]."""
+    least = 0 if name == "type_vocab_size" else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise CheckpointError(f"must be an integer >= {least}, got {value!r}", path=path, field=key)
+    if value > getattr(limits, name):
+        raise CheckpointError(f"{value} exceeds the limit {getattr(limits, name)} (raise it with "
+                              f"--config-limit {name}=N)", path=path, field=key)
+
+
+def _check_labels(cfg: Mapping[str, Any], path: Path, limits: ConfigLimits) -> None:
+    """num_labels an integer in [1, vocab limit]; id2label / label2id JSON objects no larger."""
+    if "num_labels" in cfg:
+        value = cfg["num_labels"]
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limits.vocab_size:
+            raise CheckpointError(f"must be an integer in [1, {limits.vocab_size}], got {value!r}", path=path,
+                                  field="num_labels")
+    for key in LABEL_FIELDS[1:]:
+        if key in cfg and (not isinstance(cfg[key], dict) or len(cfg[key]) > limits.vocab_size):
+            raise CheckpointError("must be a JSON object of labels", path=path, field=key)
 
 
 @dataclass(frozen=True)
@@ -107,30 +133,36 @@ class Architecture:
                 return new
         return canonical
 
-    def build_config(self, cfg: Mapping[str, Any], *, path: Path) -> PretrainedConfig:
-        """The transformers config of a config.json dict (pruning keys dropped), dimensions checked."""
+    def build_config(self, cfg: Mapping[str, Any], *, path: Path,
+                     limits: ConfigLimits = DEFAULT_LIMITS) -> PretrainedConfig:
+        """The transformers config of a config.json dict (pruning keys dropped), dimensions
+        checked (types, ranges, ``limits``) before transformers sees them."""
         where = Path(path) / "config.json"
         for dim in REQUIRED_DIMS:
             key = self.config_fields[dim]
             if not isinstance(cfg.get(key), int) or isinstance(cfg.get(key), bool):
                 raise CheckpointError("required integer field missing or invalid", path=where, field=key)
+        for name in SIZE_NAMES:   # before transformers sees them: it may build tables of these sizes
+            key = self.config_fields.get(name)
+            if key in cfg and name not in self.fixed:
+                _check_size(cfg[key], name, key, where, limits)
+        _check_labels(cfg, where, limits)
         values = {k: v for k, v in cfg.items() if k not in PRUNING_CONFIG_KEYS}
         try:
             config = self.config_class(**values)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"config.json is not a valid {self.name} config: {exc}", path=where) from exc
-        self.dims(config, path=where)
+        self.dims(config, path=where, limits=limits)
         return config
 
-    def dims(self, config: PretrainedConfig, *, path: Path | None = None) -> EncoderDims:
+    def dims(self, config: PretrainedConfig, *, path: Path | None = None,
+             limits: ConfigLimits = DEFAULT_LIMITS) -> EncoderDims:
         """``EncoderDims`` of ``config``; CheckpointError naming the config field out of range."""
         values = {name: self.fixed[name] if name in self.fixed else getattr(config, self.config_fields[name], None)
                   for name in DIM_NAMES}
         field_of = {name: self.config_fields.get(name, name) for name in DIM_NAMES}
-        for name in DIM_NAMES[:7]:
-            value, least = values[name], 0 if name == "type_vocab_size" else 1
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise CheckpointError(f"must be an integer >= {least}, got {value!r}", path=path, field=field_of[name])
+        for name in SIZE_NAMES:
+            _check_size(values[name], name, field_of[name], path, limits)
         if values["hidden"] % values["heads"]:
             raise CheckpointError(f"{values['hidden']} is not a multiple of the {values['heads']} heads",
                                   path=path, field=field_of["hidden"])

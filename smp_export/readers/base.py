@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ..arch.limits import DEFAULT_LIMITS, ConfigLimits
 from ..checkpoint import PrunedCheckpoint
 
 
@@ -19,6 +20,7 @@ class ReadOptions:
     threshold: float | None = None          # movement pruning threshold / keep ratio
     mask_file: Path | None = None           # packed-bit .npy mask (official SMP release)
     label_words: tuple[str, ...] | None = None  # SMP head label words or token ids
+    limits: ConfigLimits = DEFAULT_LIMITS   # largest config.json sizes accepted
 
 
 class Reader(Protocol):

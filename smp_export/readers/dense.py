@@ -29,7 +29,7 @@ class DenseReader:
         return cfg is not None and cfg.get("model_type") in ARCHITECTURES and bool(weight_files(path))
 
     def read(self, path: Path, options: ReadOptions) -> PrunedCheckpoint:
-        model = read_model_dir(path)
+        model = read_model_dir(path, limits=options.limits)
         weights, scores = split_scores(model.tensors)
         if scores:
             logger.warning("ignoring %d mask_scores tensors: the dense reader uses the zeros of the weights "

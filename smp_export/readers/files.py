@@ -80,10 +80,31 @@ def weight_files(model_dir: Path) -> list[Path]:
 def _shards(index: Path) -> list[Path]:
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        names = sorted(set(weight_map.values()))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"cannot parse shard index: {exc}", path=index) from exc
-    return [index.parent / name for name in names]
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError("must map tensor names to shard file names", path=index, field="weight_map")
+    for tensor, name in weight_map.items():
+        if not isinstance(name, str):
+            raise CheckpointError(f"shard of {tensor!r} is not a file name: {name!r}", path=index, field="weight_map")
+    return [inside_dir(index.parent, name, index=index, field=f"weight_map: {name}")
+            for name in sorted(set(weight_map.values()))]
+
+
+def inside_dir(directory: Path, name: object, *, index: Path, field: str) -> Path:
+    """``directory / name`` when it stays inside ``directory`` (no absolute path, no ``..``, no
+    symlink out); else CheckpointError naming ``index`` (the file that referenced it) and ``field``."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise CheckpointError(f"not a file name: {name!r}", path=index, field=field)
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise CheckpointError(f"{name!r} points outside the checkpoint directory", path=index, field=field)
+    target = Path(directory) / relative
+    root = Path(directory).resolve()
+    if not target.resolve().is_relative_to(root):
+        raise CheckpointError(f"{name!r} resolves outside the checkpoint directory (a symlink?)", path=index,
+                              field=field)
+    return target
 
 
 def primary_weight_file(model_dir: Path) -> Path:

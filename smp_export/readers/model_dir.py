@@ -13,11 +13,13 @@ from transformers import PretrainedConfig
 from runtime.contract import CONFIG_FILE
 
 from ..arch import Architecture, EncoderDims, architecture_of
+from ..arch.limits import DEFAULT_LIMITS, ConfigLimits
 from ..checkpoint import PrunedCheckpoint
 from .base import ReadOptions
 from .files import (canonicalize, load_config, load_state_dict, primary_weight_file, require_linear_weights,
                     tokenizer_dir)
 from .heads import build_head
+from .tensors import check_tensors
 
 
 @dataclass
@@ -41,16 +43,20 @@ class ModelDir:
         return require_linear_weights(weights, self.dims.layers, path=self.weight_file, arch=self.arch)
 
 
-def read_model_dir(path: Path, *, weight_dir: Path | None = None) -> ModelDir:
-    """config.json (from ``weight_dir`` when it has one, else ``path``) and every tensor."""
+def read_model_dir(path: Path, *, weight_dir: Path | None = None,
+                   limits: ConfigLimits = DEFAULT_LIMITS) -> ModelDir:
+    """config.json (from ``weight_dir`` when it has one, else ``path``), checked against
+    ``limits``, and every tensor, checked against it (``tensors.check_tensors``)."""
     weight_dir = weight_dir or path
     config_dir = weight_dir if (weight_dir / CONFIG_FILE).is_file() else path
     cfg = load_config(config_dir)
     arch = architecture_of(cfg, path=config_dir / CONFIG_FILE)
-    config = arch.build_config(cfg, path=config_dir)
+    config = arch.build_config(cfg, path=config_dir, limits=limits)
     file = primary_weight_file(weight_dir)
     tensors, origin = canonicalize(load_state_dict(weight_dir), arch)
-    return ModelDir(path, cfg, arch, config, file, tensors, origin)
+    model = ModelDir(path, cfg, arch, config, file, tensors, origin)
+    check_tensors(tensors, origin, model.dims, arch=arch, weight_file=file, config_file=config_dir / CONFIG_FILE)
+    return model
 
 
 def assemble(model: ModelDir, weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],

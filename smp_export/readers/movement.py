@@ -81,7 +81,7 @@ class MovementReader:
             raise CheckpointError(f"unsupported pruning_method {method!r}; known: {', '.join(PRUNING_METHODS)}",
                                   path=path / CONFIG_FILE, field="pruning_method")
         threshold = _threshold(method, options, path)
-        model = read_model_dir(path)
+        model = read_model_dir(path, limits=options.limits)
         weights, scores = split_scores(model.tensors)
         names = model.linear_names(weights)
         if method == "magnitude":

@@ -50,6 +50,7 @@ def load_packed_array(mask_file: Path) -> np.ndarray:
     if not mask_file.is_file():
         raise CheckpointError("mask file not found", path=mask_file, field="--mask")
     try:
+        _check_npy_size(mask_file)
         packed = np.load(mask_file, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise MaskError(f"cannot read the packed mask (corrupt .npy?): {exc}", path=mask_file,
@@ -61,6 +62,23 @@ def load_packed_array(mask_file: Path) -> np.ndarray:
         raise MaskError(f"expected a 1-D uint8 array of packed bits, got {packed.dtype} with shape "
                         f"{packed.shape}", path=mask_file, field="--mask")
     return packed
+
+
+def _check_npy_size(path: Path) -> None:
+    """MaskError when a ``.npy`` header claims more data than the file holds (checked before
+    numpy allocates the array the header describes); .npz archives are left to ``np.load``."""
+    with open(path, "rb") as handle:
+        if handle.read(6) != b"\x93NUMPY":
+            return
+        handle.seek(0)
+        version = np.lib.format.read_magic(handle)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(handle)
+        claimed = math.prod(shape) * dtype.itemsize
+        held = path.stat().st_size - handle.tell()
+    if claimed > held:
+        raise MaskError(f"the .npy header claims shape {shape} ({claimed} bytes of {dtype}), the file holds "
+                        f"{held} bytes after its header", path=path, field="--mask")
 
 
 def unpack_masks(packed: np.ndarray, shapes: Mapping[str, tuple[int, ...]], *, path: Path,
@@ -102,7 +120,7 @@ class PackedReader:
                                   path=path, field="--mask")
         mask_file = Path(options.mask_file)
         packed = load_packed_array(mask_file)
-        model = read_model_dir(path)
+        model = read_model_dir(path, limits=options.limits)
         weights, scores = split_scores(model.tensors)
         if scores:
             logger.warning("base model holds %d mask_scores tensors; the packed mask replaces them", len(scores))

@@ -21,7 +21,9 @@ from ..checkpoint import HeadSpec, PrunedCheckpoint
 from ..default_model import DEFAULT_MODEL_PACKAGE, default_model_dir
 from ..errors import CheckpointError
 from .base import ReadOptions, register
+from .files import inside_dir
 from .packed import PackedReader
+from .tensors import check_finite_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +59,13 @@ def resolve_base(base_model: str, relative_to: Path) -> Path:
 def _head(ckpt: PrunedCheckpoint, meta: dict[str, Any], path: Path) -> None:
     head_file = meta.get("head_file")
     if head_file:
+        file = inside_dir(path, head_file, index=path / META_FILE, field="head_file")
         try:
-            ckpt.weights.update(load_file(str(path / head_file)))
+            head = load_file(str(file))
         except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read the head tensors: {exc}", path=path / head_file) from exc
+            raise CheckpointError(f"cannot read the head tensors: {exc}", path=file) from exc
+        check_finite_tensors(head, path=file)
+        ckpt.weights.update(head)
     classes = tuple((meta.get("smp") or {}).get("classes") or ())
     kind = meta.get("head_kind", "none")
     if kind == "prototype":
@@ -88,7 +93,8 @@ class ShippedReader:
     def read(self, path: Path, options: ReadOptions) -> PrunedCheckpoint:
         meta = _meta(path)
         base = resolve_base(meta["base_model"], path)
-        packed = ReadOptions(mask_file=path / meta["masks"], label_words=options.label_words)
+        masks = inside_dir(path, meta["masks"], index=path / META_FILE, field="masks")
+        packed = ReadOptions(mask_file=masks, label_words=options.label_words, limits=options.limits)
         ckpt = PackedReader().read(base, packed)
         _head(ckpt, meta, path)
         ckpt.source_format, ckpt.source_path = self.name, path

@@ -147,7 +147,7 @@ class SmpReader:
 
     def read(self, path: Path, options: ReadOptions) -> PrunedCheckpoint:
         weight_dir = self._weight_dir(path)
-        model = read_model_dir(path, weight_dir=weight_dir)
+        model = read_model_dir(path, weight_dir=weight_dir, limits=options.limits)
         weights, scores = split_scores(model.tensors)
         names = model.linear_names(weights)
         lin_scores = linear_scores(scores, weights, names, model.origin, path=model.weight_file)

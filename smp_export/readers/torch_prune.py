@@ -72,7 +72,7 @@ class TorchPruneReader:
             and _has_pruned_keys(weight_keys(path))
 
     def read(self, path: Path, options: ReadOptions) -> PrunedCheckpoint:
-        model = read_model_dir(path)
+        model = read_model_dir(path, limits=options.limits)
         if not _has_pruned_keys(list(model.tensors)):
             raise CheckpointError("no '*.weight_orig' tensors: not a torch.nn.utils.prune state dict",
                                   path=model.weight_file)
