@@ -172,7 +172,8 @@ def environment_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
                          if k.startswith("version_") and v)
     lines = [
         f"- date: {r.get('env_timestamp', '-')}",
-        f"- CPU: {r.get('env_cpu_model', '-')} ({r.get('env_logical_cores', '-')} logical cores, "
+        f"- CPU: {r.get('env_cpu_model', '-')} [{r.get('env_cpu_isa') or '-'}] "
+        f"({r.get('env_logical_cores', '-')} logical cores, "
         f"{r.get('env_usable_cores', '-')} usable; load average 1/5/15 min "
         f"{r.get('env_load_average_start', '-')} at start, {r.get('env_load_average', '-')} at end)",
         f"- device: {r.get('device', '-')}" + (f" ({r['env_cuda_device']})" if r.get("env_cuda_device") else ""),

@@ -112,6 +112,28 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+_CPUINFO = Path("/proc/cpuinfo")
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_isa() -> str:
+    """The CPU's family / model and the vector extensions the kernels care about, from
+    /proc/cpuinfo (e.g. ``family 26 model 2: avx2 fma avx512f ...``); "" where unreadable."""
+    try:
+        info = _CPUINFO.read_text()
+    except OSError:
+        return ""
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            break                          # the first processor's block only
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    return (f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}: "
+            + " ".join(f for f in _ISA_FLAGS if f in flags))
+
+
 def _onnxruntime_providers() -> list[str] | None:
     try:
         import onnxruntime
@@ -128,6 +150,7 @@ def environment() -> dict[str, Any]:
         usable = os.cpu_count()
     return {
         "cpu_model": cpu_model(),
+        "cpu_isa": cpu_isa(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "machine": platform.machine(),
@@ -139,4 +162,4 @@ def environment() -> dict[str, Any]:
     }
 
 
-__all__ = ["summarize", "speedup", "peak_rss_mb", "current_rss_mb", "cpu_model", "environment"]
+__all__ = ["summarize", "speedup", "peak_rss_mb", "current_rss_mb", "cpu_model", "cpu_isa", "environment"]

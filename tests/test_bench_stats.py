@@ -98,3 +98,14 @@ def test_environment_is_json_and_hostname_free(monkeypatch) -> None:
     assert "onnxruntime" in env["versions"] and "numpy" in env["versions"]
     assert env["python"] and env["timestamp"].endswith("+00:00")
     assert sentinel not in text
+
+
+def test_cpu_isa_names_family_model_and_vector_extensions(tmp_path, monkeypatch):
+    from smp_bench import stats
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 1\nflags\t\t: fpu sse avx2 fma\n\n"
+                    "processor\t: 1\ncpu family\t: 99\nflags\t\t: avx512f\n")
+    monkeypatch.setattr(stats, "_CPUINFO", info)
+    assert stats.cpu_isa() == "family 25 model 1: avx2 fma"
+    monkeypatch.setattr(stats, "_CPUINFO", tmp_path / "missing")
+    assert stats.cpu_isa() == ""
