@@ -4,7 +4,8 @@
 # fp32 CSR (broadcast + 4 FMAs per nonzero, as in runtime/native/src/kernel_avx2.cc) against
 # 1x4 blocks of s8 weights on 7-bit activations (vpmaddubsw + vpmaddwd + vpaddd per 8 tokens),
 # for unstructured masks (blocks padded with zeros) and for masks made of whole 1x4 blocks;
-# and the same blocks through AVX-VNNI (vpdpbusd) where the CPU has it.
+# and the same blocks through AVX-VNNI (vpdpbusd) where the CPU has it; and the fp32 CSR loop on
+# AVX-512 (zmm) where the CPU has it.
 # Quantizing X and dequantizing Y are not timed: this bounds what the inner loop can give.
 #   bash benchmarks/int8_block_probe.sh
 set -euo pipefail
