@@ -35,6 +35,11 @@ log = logging.getLogger("smp-serve")
 @click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads [default: all cores].")
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True,
               help="Seconds in-flight requests get to finish on SIGTERM.")
+@click.option("--header-timeout", type=float, default=10.0, show_default=True,
+              help="Seconds a connection has to send a complete request head (also the keep-alive "
+                   "idle timeout).")
+@click.option("--max-connections", type=int, default=1024, show_default=True,
+              help="Open connections; past it new ones get 503 and are closed.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO",
               show_default=True)
@@ -44,7 +49,8 @@ log = logging.getLogger("smp-serve")
 def main(export_dir: Path, host: str, port: int, device: str, model_name: str, max_batch: int,
          max_delay_ms: float, max_queue: int, max_texts: int, max_seq_len: int, seq_overflow: str,
          max_body_bytes: int, api_key_file: Path | None, threads: int | None, shutdown_timeout: float,
-         log_format: str, log_level: str, repository: Path | None, overwrite: bool) -> None:
+         header_timeout: float, max_connections: int, log_format: str, log_level: str,
+         repository: Path | None, overwrite: bool) -> None:
     """Serve EXPORT_DIR over the Open Inference Protocol (KServe v2 REST) with dynamic batching.
 
     Also POST /v1/classify and /v1/embed {"texts": [...]}, Prometheus metrics at /metrics.
@@ -61,7 +67,8 @@ def main(export_dir: Path, host: str, port: int, device: str, model_name: str, m
                max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
                max_texts=max_texts, max_seq_len=max_seq_len, seq_overflow=seq_overflow,
                max_body_bytes=max_body_bytes, api_key_file=api_key_file,
-               intra_op_threads=threads, shutdown_timeout_s=shutdown_timeout)
+               intra_op_threads=threads, shutdown_timeout_s=shutdown_timeout,
+               header_timeout_s=header_timeout, max_connections=max_connections)
 
 
 def _write_repository(export_dir: Path, repository: Path, model_name: str, max_batch: int,

@@ -72,3 +72,9 @@ class QueueFullError(RequestError):
     def __init__(self, message: str, *, retry_after_s: int = 1):
         super().__init__(message, status=503)
         self.retry_after_s = retry_after_s
+
+
+class ModelOutputError(RuntimeStageError):
+    """The model produced an output the server cannot answer with (NaN or infinity): HTTP 500."""
+
+    status = 500

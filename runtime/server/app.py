@@ -12,29 +12,34 @@ Routes::
     GET  /metrics                              Prometheus text format
 
 Every error is JSON ``{"error": "..."}`` with a 4xx/5xx status; no request can stop the server.
+Every response is strict JSON: a model output holding NaN or infinity is a 500 (counted in
+``smp_serve_nonfinite_outputs_total``), never a body with ``NaN`` in it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable, TypeVar
 
+import numpy as np
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..contract import HIDDEN, LOGITS
-from ..errors import QueueFullError, RequestError
+from ..errors import ModelOutputError, QueueFullError, RequestError
 from ..session import ModelSession
 from . import model as served
 from .auth import bearer_middleware
 from .batching import DynamicBatcher, InferenceFailed
 from .config import ServeConfig
+from .logs import escape_control
 from .metrics import Metrics
-from .protocol import HEADER_LENGTH, ModelSpec, encode_infer_response, model_metadata, parse_infer_request
+from .protocol import (HEADER_LENGTH, ModelSpec, dumps, encode_infer_response, loads_body,
+                       model_metadata, parse_infer_request)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -67,8 +72,20 @@ def _endpoint(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response, strictly encoded (NaN / infinity raise instead of writing invalid JSON)."""
+    return web.json_response(data, status=status, headers=headers, dumps=dumps)
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return _json({"error": message}, status=status, headers=headers)
+
+
+def _payload_error(exc: BaseException) -> str:
+    """What aiohttp could not decode in a body (bad gzip, broken chunking, short body)."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    detail = getattr(cause, "message", None) or str(cause) or type(cause).__name__
+    return f"the request body cannot be read: {detail}"
 
 
 @web.middleware
@@ -81,7 +98,7 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
         response = _error(exc.status, str(exc), {"Retry-After": str(exc.retry_after_s)})
     except RequestError as exc:
         response = _error(exc.status, str(exc))
-    except InferenceFailed as exc:
+    except (InferenceFailed, ModelOutputError) as exc:
         response = _error(500, str(exc))
     except web.HTTPRequestEntityTooLarge:
         limit = _state(request).config.max_body_bytes
@@ -89,13 +106,18 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as exc:
         response = _error(exc.status, exc.text if exc.text and exc.status >= 400 else exc.reason,
                           {k: v for k, v in exc.headers.items() if k in ("Allow", "Location")})
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        response = _error(400, _payload_error(exc))
+    except ConnectionResetError:      # the client left before sending its whole body
+        response = _error(499, "the client closed the connection before the request was read")
     except Exception:  # the last line of defence: a bug must cost one request, never the server
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, escape_control(request.path))
         response = _error(500, "internal server error")
     seconds = time.perf_counter() - start
     endpoint = _endpoint(request)
     _state(request).metrics.observe_request(endpoint, response.status, seconds)
-    access_log.info("%s %s %d %.1fms", request.method, request.path, response.status, seconds * 1e3,
+    access_log.info("%s %s %d %.1fms", escape_control(request.method), escape_control(request.path),
+                    response.status, seconds * 1e3,
                     extra={"method": request.method, "path": request.path, "endpoint": endpoint,
                            "status": response.status, "latency_ms": round(seconds * 1e3, 3),
                            "remote": request.remote})
@@ -114,32 +136,46 @@ def _model(request: web.Request) -> ServerState:
     return state
 
 
+def _check_finite(request: web.Request, name: str, values: np.ndarray) -> np.ndarray:
+    """``values``, or a 500 (and a metric) when the model produced NaN or infinity."""
+    if values.dtype.kind not in "fc" or np.isfinite(values).all():
+        return values
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    endpoint = _endpoint(request)
+    _state(request).metrics.nonfinite.labels(endpoint).inc()
+    log.error("the model produced %d non-finite value(s) in %r on %s", bad, name, endpoint,
+              extra={"output": name, "endpoint": endpoint, "values": bad})
+    raise ModelOutputError(f"the model produced {bad} non-finite value(s) (NaN or infinity) in "
+                           f"{name!r}: no valid answer (the model or its export is broken)",
+                           field=name)
+
+
 async def server_metadata(request: web.Request) -> web.Response:
     try:
         version = metadata.version("smp-export")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    return web.json_response({"name": "smp-serve", "version": version,
+    return _json({"name": "smp-serve", "version": version,
                               "extensions": ["binary_tensor_data"]})
 
 
 async def live(request: web.Request) -> web.Response:
-    return web.json_response({"live": True})
+    return _json({"live": True})
 
 
 async def ready(request: web.Request) -> web.Response:
     is_ready = _state(request).ready
-    return web.json_response({"ready": is_ready}, status=200 if is_ready else 503)
+    return _json({"ready": is_ready}, status=200 if is_ready else 503)
 
 
 async def model_ready(request: web.Request) -> web.Response:
     state = _model(request)
-    return web.json_response({"name": state.spec.name, "ready": state.ready},
-                             status=200 if state.ready else 503)
+    return _json({"name": state.spec.name, "ready": state.ready},
+                 status=200 if state.ready else 503)
 
 
 async def model_meta(request: web.Request) -> web.Response:
-    return web.json_response(model_metadata(_model(request).spec))
+    return _json(model_metadata(_model(request).spec))
 
 
 async def _offload(size: int, fn: Callable[..., T], *args: Any) -> T:
@@ -157,6 +193,8 @@ async def infer(request: web.Request) -> web.Response:
         feeds = await _offload(len(body), served.encode_texts, state.session, state.spec,
                                parsed.texts, state.config.seq_overflow)
     outputs = await state.batcher.submit(feeds)
+    for name in parsed.outputs:
+        _check_finite(request, name, outputs[name])
     out_size = sum(outputs[name].nbytes * 3 for name in parsed.outputs)   # ~JSON size
     payload, headers = await _offload(out_size, encode_infer_response, state.spec, parsed, outputs)
     return web.Response(body=payload, headers=headers)
@@ -164,10 +202,7 @@ async def infer(request: web.Request) -> web.Response:
 
 async def _texts(request: web.Request, state: ServerState) -> tuple[list, dict]:
     body = await request.read()
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise RequestError(f"the request body is not valid JSON: {exc}") from None
+    data = loads_body(body)
     texts = served.check_texts(data, state.config.max_texts)
     feeds = await _offload(len(body), served.encode_texts, state.session, state.spec, texts,
                            state.config.seq_overflow)
@@ -179,8 +214,9 @@ async def classify(request: web.Request) -> web.Response:
     served.require_output(state.spec, LOGITS, 2, "/v1/classify", "use /v1/embed for an encoder")
     _, feeds = await _texts(request, state)
     outputs = await state.batcher.submit(feeds)
-    return web.json_response({"model": state.spec.name,
-                              "results": served.classify(state.session, state.spec, outputs)})
+    _check_finite(request, LOGITS, outputs[LOGITS])
+    return _json({"model": state.spec.name,
+                  "results": served.classify(state.session, state.spec, outputs)})
 
 
 async def embed(request: web.Request) -> web.Response:
@@ -192,9 +228,10 @@ async def embed(request: web.Request) -> web.Response:
     if not isinstance(normalize, bool):
         raise RequestError("'normalize' must be true or false", field="normalize")
     outputs = await state.batcher.submit(feeds)
-    vectors = served.embed(outputs, feeds["attention_mask"], normalize)
-    return web.json_response({"model": state.spec.name, "dim": int(vectors.shape[1]),
-                              "embeddings": vectors.tolist()})
+    vectors = _check_finite(request, "embeddings",
+                            served.embed(outputs, feeds["attention_mask"], normalize))
+    return _json({"model": state.spec.name, "dim": int(vectors.shape[1]),
+                  "embeddings": vectors.tolist()})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from .protocol import dumps
+
 # Liveness/readiness probes stay open, as orchestrators call them without credentials.
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 
@@ -14,13 +16,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def token_matches(header: str | None, api_key: str) -> bool:
-    """Constant-time check of an Authorization header against the key."""
+    """Constant-time check of an Authorization header against the key.
+
+    Any header is compared, never raises: non-ASCII or non-UTF-8 bytes (which aiohttp hands
+    over as lone surrogates) are encoded with ``surrogatepass``.
+    """
     if not header:
         return False
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(token.strip().encode(), api_key.encode())
+    return hmac.compare_digest(token.strip().encode("utf-8", "surrogatepass"),
+                               api_key.encode("utf-8", "surrogatepass"))
 
 
 def bearer_middleware(api_key: str) -> Callable:
@@ -31,6 +38,7 @@ def bearer_middleware(api_key: str) -> Callable:
         if request.path in OPEN_PATHS or token_matches(request.headers.get("Authorization"), api_key):
             return await handler(request)
         return web.json_response({"error": "missing or invalid bearer token"}, status=401,
-                                 headers={"WWW-Authenticate": 'Bearer realm="smp-serve"'})
+                                 headers={"WWW-Authenticate": 'Bearer realm="smp-serve"'},
+                                 dumps=dumps)
 
     return check_token

@@ -27,7 +27,9 @@ class ServeConfig:
     the server answers 503 + Retry-After. ``max_texts`` bounds the rows of one request,
     ``max_seq_len`` its tokens per row: text longer than that is truncated or refused (413)
     as ``seq_overflow`` says; token-id tensors longer than that are always refused (cutting
-    them would drop the final [SEP]).
+    them would drop the final [SEP]). A connection must send a complete request head within
+    ``header_timeout_s`` of opening or of its previous response (so idle keep-alive connections
+    close after it too); at most ``max_connections`` are open at once.
     """
 
     export_dir: Path
@@ -46,6 +48,8 @@ class ServeConfig:
     intra_op_threads: int | None = None
     shutdown_timeout_s: float = 30.0
     retry_after_s: int = 1
+    header_timeout_s: float = 10.0          # complete request head within this (and keep-alive idle)
+    max_connections: int = 1024             # open connections; past it: 503, closed
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "export_dir", Path(self.export_dir))
@@ -60,13 +64,16 @@ class ServeConfig:
             raise ServeConfigError(f"one of {', '.join(SEQ_OVERFLOW)}", field="--seq-overflow")
         if not 0 <= self.port <= 65535:
             raise ServeConfigError("must be in 0..65535", field="--port")
-        for name in ("max_batch", "max_queue", "max_texts", "max_body_bytes", "retry_after_s"):
+        for name in ("max_batch", "max_queue", "max_texts", "max_body_bytes", "retry_after_s",
+                     "max_connections"):
             if getattr(self, name) < 1:
                 raise ServeConfigError("must be >= 1", field=f"--{name.replace('_', '-')}")
         if self.max_seq_len < 2:
             raise ServeConfigError("must be >= 2 (room for [CLS] and [SEP])", field="--max-seq-len")
         if self.max_delay_ms < 0 or self.shutdown_timeout_s < 0:
             raise ServeConfigError("delays and timeouts must be >= 0", field="--max-delay-ms")
+        if not self.header_timeout_s > 0:
+            raise ServeConfigError("must be > 0 seconds", field="--header-timeout")
         if self.api_key is not None and not self.api_key:
             raise ServeConfigError("the API key is empty", field="--api-key-file")
 

@@ -9,7 +9,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class Metrics:
-    """Request, error, batch, queue and latency metrics, prefixed ``smp_serve_``."""
+    """Request, error, batch, queue, latency and connection metrics, prefixed ``smp_serve_``."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -33,6 +33,15 @@ class Metrics:
                               "Requests admitted to the batcher (waiting or running)", registry=r)
         self.rejected = Counter("smp_serve_queue_rejections", "Requests refused with 503: queue full",
                                 registry=r)
+        self.nonfinite = Counter("smp_serve_nonfinite_outputs",
+                                 "Requests answered 500: the model produced NaN or infinity",
+                                 ["endpoint"], registry=r)
+        self.connections = Gauge("smp_serve_open_connections", "HTTP connections open", registry=r)
+        self.connections_refused = Counter("smp_serve_connections_refused",
+                                           "Connections refused: --max-connections reached",
+                                           registry=r)
+        self.malformed = Counter("smp_serve_malformed_http_requests",
+                                 "Requests aiohttp could not parse (answered 400)", registry=r)
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(code)).inc()

@@ -13,7 +13,7 @@ from ..errors import RequestError, ServeConfigError
 from ..jsonfile import read_json_object
 from ..session import ModelSession
 from .config import ServeConfig
-from .protocol import INT_TYPES, ORT_TO_V2, ModelSpec, TensorSpec
+from .protocol import INT_TYPES, ORT_TO_V2, ModelSpec, TensorSpec, check_text
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,9 @@ def check_texts(body: Any, max_texts: int) -> list[TextItem]:
                                field=f"texts[{i}]")
     if len({isinstance(t, str) for t in texts}) > 1:
         raise RequestError("mix of single texts and pairs in one request", field="texts")
-    return [t if isinstance(t, str) else (t[0], t[1]) for t in texts]
+    return [check_text(t, f"texts[{i}]") if isinstance(t, str)
+            else (check_text(t[0], f"texts[{i}][0]"), check_text(t[1], f"texts[{i}][1]"))
+            for i, t in enumerate(texts)]
 
 
 def encode_texts(session: ModelSession, spec: ModelSpec, texts: list[TextItem],
@@ -125,12 +127,16 @@ def classify(session: ModelSession, spec: ModelSpec, outputs: dict[str, np.ndarr
 
 
 def embed(outputs: dict[str, np.ndarray], attention_mask: np.ndarray, normalize: bool) -> np.ndarray:
-    """Mean of ``last_hidden_state`` over real tokens (L2-normalised unless told otherwise)."""
+    """Mean of ``last_hidden_state`` over real tokens (L2-normalised unless told otherwise).
+
+    An overflow gives inf / NaN quietly: the caller refuses non-finite embeddings.
+    """
     hidden = outputs[contract.HIDDEN].astype(np.float32)
     mask = attention_mask[:, :hidden.shape[1], None].astype(np.float32)
-    out = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-    if normalize:
-        out = out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        if normalize:
+            out = out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
     return out
 
 

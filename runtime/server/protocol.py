@@ -74,6 +74,43 @@ def model_metadata(spec: ModelSpec) -> dict[str, Any]:
             "inputs": tensors(spec.inputs), "outputs": tensors(spec.outputs)}
 
 
+def dumps(obj: Any) -> str:
+    """Strict JSON for every response: a NaN or infinity raises ValueError, never invalid JSON."""
+    return json.dumps(obj, allow_nan=False)
+
+
+def loads_body(body: bytes | memoryview) -> Any:
+    """A JSON request body: UTF-8 text (a leading BOM is allowed), else 400."""
+    try:
+        text = bytes(body).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"the request body is not UTF-8 text: {exc}") from None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise RequestError(f"the request body is not valid JSON: {exc}") from None
+
+
+def check_text(text: str, field: str) -> str:
+    """``text``, refused (400) when it holds an unpaired surrogate (JSON ``"\\ud800"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(f"text holds an unpaired surrogate {text[exc.start]!r} at position "
+                           f"{exc.start}: not valid Unicode", field=field) from None
+    return text
+
+
+def _parameters(obj: dict[str, Any], field: str) -> dict[str, Any]:
+    """``obj["parameters"]``: absent / null is {}, anything but an object is 400."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise RequestError("'parameters' must be an object", field=field)
+    return params
+
+
 def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
     """The JSON header and the binary remainder (empty without the binary extension)."""
     size = len(body)
@@ -85,10 +122,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
         if not 0 < size <= len(body):
             raise RequestError(f"{HEADER_LENGTH} {size} is outside the {len(body)}-byte body",
                                field=HEADER_LENGTH)
-    try:
-        header = json.loads(bytes(body[:size]))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise RequestError(f"the request body is not valid JSON: {exc}") from None
+    header = loads_body(memoryview(body)[:size])
     if not isinstance(header, dict):
         raise RequestError("the request body must be a JSON object")
     return header, memoryview(body)[size:]
@@ -150,9 +184,7 @@ def _shape(value: Any, name: str) -> tuple[int, ...]:
 
 def _binary_part(tensor: dict[str, Any], binary: memoryview, offset: int,
                  name: str) -> tuple[memoryview | None, int]:
-    params = tensor.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise RequestError("'parameters' must be an object", field=f"{name}.parameters")
+    params = _parameters(tensor, f"{name}.parameters")
     if any(key.startswith("shared_memory") for key in params):
         raise RequestError("shared-memory tensors are not supported", field=f"{name}.parameters")
     size = params.get("binary_data_size")
@@ -161,7 +193,7 @@ def _binary_part(tensor: dict[str, Any], binary: memoryview, offset: int,
             raise RequestError(f"input {name!r} has neither 'data' nor binary_data_size",
                                field=f"{name}.data")
         return None, offset
-    if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
         raise RequestError(f"binary_data_size {size!r} of {name!r} runs past the "
                            f"{len(binary)} bytes of binary data", field=f"{name}.binary_data_size")
     return binary[offset:offset + size], offset + size
@@ -179,7 +211,7 @@ def _int_tensor(tensor: dict[str, Any], shape: tuple[int, ...], raw: memoryview 
                 spec: ModelSpec) -> np.ndarray:
     name = tensor["name"]
     datatype = tensor.get("datatype")
-    if datatype not in INT_TYPES:
+    if not isinstance(datatype, str) or datatype not in INT_TYPES:
         raise RequestError(f"input {name!r} must be INT64 or INT32, got {datatype!r}",
                            field=f"{name}.datatype")
     if len(shape) != 2:
@@ -238,7 +270,7 @@ def _text_tensor(tensor: dict[str, Any], shape: tuple[int, ...], raw: memoryview
     if len(texts) != shape[0]:
         raise RequestError(f"{TEXT_INPUT} has {len(texts)} strings; shape {list(shape)} needs "
                            f"{shape[0]}", field=f"{TEXT_INPUT}.data")
-    return texts
+    return [check_text(text, f"{TEXT_INPUT}.data[{i}]") for i, text in enumerate(texts)]
 
 
 def _flat_strings(data: Any) -> list[str]:
@@ -288,9 +320,7 @@ def _check_feeds(tensors: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, n
 
 
 def _requested_outputs(header: dict[str, Any], spec: ModelSpec) -> tuple[list[str], set[str]]:
-    params = header.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise RequestError("'parameters' must be an object", field="parameters")
+    params = _parameters(header, "parameters")
     all_binary = params.get("binary_data_output") is True
     requested = header.get("outputs")
     if requested is None:
@@ -299,14 +329,13 @@ def _requested_outputs(header: dict[str, Any], spec: ModelSpec) -> tuple[list[st
     if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
         raise RequestError("'outputs' must be a list of objects with a name", field="outputs")
     names, binary = [], set()
-    for out in requested:
+    for i, out in enumerate(requested):
         name = out.get("name")
         if name not in spec.output_names:
             raise RequestError(f"unknown output {name!r}; the model has {', '.join(spec.output_names)}",
                                field="outputs")
         names.append(name)
-        params = out.get("parameters") or {}
-        if params.get("binary_data", all_binary) is True:
+        if _parameters(out, f"outputs[{i}].parameters").get("binary_data", all_binary) is True:
             binary.add(name)
     return names, binary
 
@@ -329,7 +358,7 @@ def encode_infer_response(spec: ModelSpec, request: InferRequest,
     body: dict[str, Any] = {"model_name": spec.name, "model_version": spec.version, "outputs": tensors}
     if request.id is not None:
         body["id"] = request.id
-    header = json.dumps(body, separators=(",", ":")).encode()
+    header = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     if not chunks:
         return header, {"Content-Type": "application/json"}
     return header + b"".join(chunks), {"Content-Type": "application/octet-stream",

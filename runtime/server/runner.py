@@ -1,8 +1,9 @@
 """Run the server: in the foreground with signal handling, or in a background thread.
 
-Shutdown (SIGTERM / SIGINT, or ``BackgroundServer.stop``) stops listening, marks the model
-not ready, waits up to ``shutdown_timeout_s`` for in-flight requests, runs what is still
-queued, then exits.
+Connections go through ``connections.ConnectionGate`` (``--max-connections``,
+``--header-timeout``). Shutdown (SIGTERM / SIGINT, or ``BackgroundServer.stop``) stops
+listening, marks the model not ready, waits up to ``shutdown_timeout_s`` for in-flight
+requests, runs what is still queued, then exits.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Callable
 from aiohttp import web
 
 from ..session import ModelSession, SessionConfig
-from .app import create_app
+from .app import STATE, create_app
 from .config import ServeConfig
+from .connections import ConnectionGate, GatedSite, handler_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,12 @@ def load_session(config: ServeConfig) -> ModelSession:
 async def _serve(config: ServeConfig, session: ModelSession, stop: asyncio.Event,
                  on_listening: Callable[[int], None] | None = None) -> None:
     app = create_app(config, session)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.shutdown_timeout_s)
+    runner = web.AppRunner(app, shutdown_timeout=config.shutdown_timeout_s, **handler_kwargs(config))
     await runner.setup()
+    assert runner.server is not None
+    gate = ConnectionGate(runner.server, config, app[STATE].metrics)
     try:
-        site = web.TCPSite(runner, config.host, config.port)
+        site = GatedSite(runner, config.host, config.port, gate)
         await site.start()
         port = runner.addresses[0][1]
         log.info("serving %s as %r on http://%s:%d", config.export_dir, config.model_name,
@@ -49,6 +53,7 @@ async def _serve(config: ServeConfig, session: ModelSession, stop: asyncio.Event
         log.info("shutdown requested")
     finally:
         await runner.cleanup()
+        gate.close()
         log.info("shutdown complete")
 
 
