@@ -33,7 +33,7 @@ FFN_OP = "SparseFFN"
 SPARSE_OPSET = 1
 LIBRARY_NAME = "libsmp_sparse.so"
 LIBRARY_ENV = "SMP_SPARSE_LIBRARY"
-ISAS = {"auto": -1, "portable": 0, "avx2": 1}
+ISAS = {"auto": -1, "portable": 0, "avx2": 1, "avx512": 2}
 ACTIVATIONS = {"": 0, "gelu": 1}
 _ONNX_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.int32): 6, np.dtype(np.int64): 7,
                 np.dtype(np.float64): 11, np.dtype(np.int16): 5, np.dtype(np.uint8): 2}
@@ -137,7 +137,7 @@ def native_library() -> ctypes.CDLL:
 
 def resolved_isa(isa: str = "auto") -> str:
     """The instruction set the kernel uses on this machine for ``isa``."""
-    return "avx2" if _lib().smp_resolve_isa(ISAS[isa]) == 1 else "portable"
+    return {1: "avx2", 2: "avx512"}.get(_lib().smp_resolve_isa(ISAS[isa]), "portable")
 
 
 def _dims(shape: tuple[int, ...]) -> ctypes.Array:

@@ -64,7 +64,7 @@ def test_vector_path_is_used_where_the_cpu_has_it():
     q, k, v, mask = _inputs(rng, 2, 50, 4, 32)
     auto, portable = (attention(q, k, v, mask, 4, isa=isa) for isa in ("auto", "portable"))
     assert_close(auto, portable, ATTENTION_RTOL)
-    if resolved_isa() == "avx2":
+    if resolved_isa() in ("avx2", "avx512"):
         assert not np.array_equal(auto, portable)   # different summation order: a different path ran
 
 

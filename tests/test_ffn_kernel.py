@@ -14,7 +14,7 @@ from runtime.kernels import FFN_OP, SPARSE_DOMAIN, KernelLibraryError, SparseWei
 from tests.kernel_helpers import assert_close, bsr_arrays, csr_arrays, graph_tensors, random_weight, session
 from tests.test_kernel_validation import _python_accepts, csr_like
 
-ISAS = ["portable", "avx2"]
+ISAS = ["portable", "avx2", "avx512"]
 
 
 def _weight(rng, rows, cols, density, block=(1, 1), bias=True) -> tuple[np.ndarray, SparseWeight]:

@@ -8,13 +8,38 @@ import pytest
 from runtime.kernels import KernelLibraryError, resolved_isa, sparse_linear
 from tests.kernel_helpers import assert_close, bsr_arrays, csr_arrays, random_weight, reference
 
-ISAS = ["portable", "avx2"]
+ISAS = ["portable", "avx2", "avx512"]   # each falls back to the best the CPU has below it
 
 
 def test_isa_dispatch_and_forced_fallback():
     assert resolved_isa("portable") == "portable"
+    assert resolved_isa("auto") in ("avx512", "avx2", "portable")
+    assert resolved_isa("avx512") == resolved_isa("auto")   # the best the CPU has
+    assert resolved_isa("avx2") == ("portable" if resolved_isa("auto") == "portable" else "avx2")
+
+
+def test_avx2_can_be_forced_on_an_avx512_machine(monkeypatch):
+    """SMP_SPARSE_ISA=avx2 caps 'auto' (resolve_isa reads it on every call)."""
+    monkeypatch.setenv("SMP_SPARSE_ISA", "avx2")
     assert resolved_isa("auto") in ("avx2", "portable")
-    assert resolved_isa("avx2") == resolved_isa("auto")   # avx2 only where the CPU has it
+    monkeypatch.setenv("SMP_SPARSE_ISA", "portable")
+    assert resolved_isa("auto") == "portable"
+
+
+@pytest.mark.skipif(resolved_isa("avx512") != "avx512", reason="no AVX-512 on this CPU")
+def test_avx512_path_runs_and_differs_in_summation_order_only():
+    """On an AVX-512 CPU the CSR loop is another one (4 accumulator pairs): within rounding of the
+    AVX2 path, multi-chunk matrices included, and not bit-identical (it really ran)."""
+    rng = np.random.default_rng(9)
+    w = random_weight(rng, 96, 3000, 0.2)
+    b = rng.standard_normal(96).astype(np.float32)
+    x = rng.standard_normal((70, 3000)).astype(np.float32)
+    arrays = csr_arrays(w)
+    fast, avx2 = (sparse_linear(x, *arrays, b, w.shape, isa=isa) for isa in ("avx512", "avx2"))
+    for chunk in (0, 256):
+        assert_close(sparse_linear(x, *arrays, b, w.shape, isa="avx512", chunk_cols=chunk), reference(x, w, b))
+    assert_close(fast, avx2)
+    assert not np.array_equal(fast, avx2)
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -128,7 +128,7 @@ std::string attention(const AttentionShape& shape, const float* q, const float* 
   job.out = out;
   job.padded = (shape.seq + 31) / 32 * 32;
   const bool vector_ok = shape.head_dim % 8 == 0 && shape.head_dim <= 64;
-  job.head = resolve_isa(isa) == Isa::kAvx2 && vector_ok ? attention_head_avx2 : attention_head_portable;
+  job.head = vector_isa(resolve_isa(isa)) && vector_ok ? attention_head_avx2 : attention_head_portable;
   std::string err = runner.parallel_for(static_cast<size_t>(shape.batch * shape.heads), run_head, &job);
   if (err.empty() && job.failed.load()) err = "out of memory for the attention scratch buffers";
   return err;

@@ -192,7 +192,7 @@ SMP_EXPORT int smp_attention(const float* q, const float* k, const float* v, con
   return 1;
 }
 
-// The ISA a request resolves to on this machine (0 portable, 1 avx2).
+// The ISA a request resolves to on this machine (0 portable, 1 avx2, 2 avx512).
 SMP_EXPORT int smp_resolve_isa(int32_t requested) {
   return static_cast<int>(smp::resolve_isa(static_cast<smp::Isa>(requested)));
 }

@@ -198,7 +198,7 @@ void layer_norm_rows_portable(float* y, int64_t tokens, int64_t cols, int64_t ld
 }
 
 void layer_norm_rows(float* y, int64_t tokens, int64_t cols, int64_t ldy, const Epilogue& epilogue, Isa isa) {
-  if (resolve_isa(isa) == Isa::kAvx2) {
+  if (vector_isa(resolve_isa(isa))) {
     layer_norm_rows_avx2(y, tokens, cols, ldy, epilogue);
   } else {
     layer_norm_rows_portable(y, tokens, cols, ldy, epilogue);
@@ -210,20 +210,43 @@ const KernelOps& portable_ops() {
   return ops;
 }
 
-const char* isa_name(Isa isa) { return isa == Isa::kAvx2 ? "avx2" : "portable"; }
+const char* isa_name(Isa isa) {
+  return isa == Isa::kAvx512 ? "avx512" : (isa == Isa::kAvx2 ? "avx2" : "portable");
+}
 
 Isa resolve_isa(Isa requested) {
 #if defined(__x86_64__) && defined(SMP_HAVE_AVX2)
-  const bool cpu_ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
-  const bool cpu_ok = false;
+  const bool avx2 = false;
 #endif
+
+#if !defined(SMP_HAVE_AVX512)
+namespace smp {
+const KernelOps& avx512_ops() { return avx2_ops(); }
+}  // namespace smp
+#endif
+#if defined(__x86_64__) && defined(SMP_HAVE_AVX512)
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");  // libgcc also checks the OS saves zmm
+#else
+  const bool avx512 = false;
+#endif
+
+#if !defined(SMP_HAVE_AVX512)
+namespace smp {
+const KernelOps& avx512_ops() { return avx2_ops(); }
+}  // namespace smp
+#endif
+  Isa best = avx512 ? Isa::kAvx512 : (avx2 ? Isa::kAvx2 : Isa::kPortable);
   if (requested == Isa::kAuto) {
     const char* env = std::getenv("SMP_SPARSE_ISA");
     if (env != nullptr && std::strcmp(env, "portable") == 0) return Isa::kPortable;
-    return cpu_ok ? Isa::kAvx2 : Isa::kPortable;
+    if (env != nullptr && std::strcmp(env, "avx2") == 0 && best == Isa::kAvx512) return Isa::kAvx2;
+    return best;
   }
-  return requested == Isa::kAvx2 && cpu_ok ? Isa::kAvx2 : Isa::kPortable;
+  if (requested == Isa::kAvx512) return best;
+  if (requested == Isa::kAvx2) return avx2 ? Isa::kAvx2 : Isa::kPortable;
+  return Isa::kPortable;
 }
 
 std::string SerialRunner::parallel_for(size_t n, void (*fn)(void*, size_t), void* data) {
@@ -274,7 +297,10 @@ std::string sparse_linear(const PackedMatrix& w, const float* x, int64_t m, floa
   return err;
 }
 
-const KernelOps& ops_for(Isa resolved) { return resolved == Isa::kAvx2 ? avx2_ops() : portable_ops(); }
+const KernelOps& ops_for(Isa resolved) {
+  if (resolved == Isa::kAvx512) return avx512_ops();
+  return resolved == Isa::kAvx2 ? avx2_ops() : portable_ops();
+}
 
 }  // namespace smp
 
@@ -284,5 +310,11 @@ const KernelOps& avx2_ops() { return portable_ops(); }
 void layer_norm_rows_avx2(float* y, int64_t tokens, int64_t cols, int64_t ldy, const Epilogue& e) {
   layer_norm_rows_portable(y, tokens, cols, ldy, e);
 }
+}  // namespace smp
+#endif
+
+#if !defined(SMP_HAVE_AVX512)
+namespace smp {
+const KernelOps& avx512_ops() { return avx2_ops(); }
 }  // namespace smp
 #endif

@@ -9,12 +9,15 @@
 
 namespace smp {
 
-enum class Isa : int { kAuto = -1, kPortable = 0, kAvx2 = 1 };
+enum class Isa : int { kAuto = -1, kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
 
-// The ISA used for `requested`: kAuto picks AVX2/FMA when the CPU and OS support it,
-// unless SMP_SPARSE_ISA=portable; an unsupported request falls back to portable.
+// The ISA used for `requested`: kAuto picks AVX-512 (F) where the CPU and OS support it, else
+// AVX2/FMA, else portable; SMP_SPARSE_ISA=portable|avx2 caps it. An unsupported request falls
+// back to the best supported ISA below it.
 Isa resolve_isa(Isa requested);
 const char* isa_name(Isa isa);
+// AVX2 or AVX-512: the AVX2 primitives run (AVX-512 replaces only the CSR accumulation).
+inline bool vector_isa(Isa resolved) { return resolved == Isa::kAvx2 || resolved == Isa::kAvx512; }
 
 // What happens to X W^T + b before it is stored: an activation, then a residual input.
 enum Activation : int { kActivationNone = 0, kActivationGelu = 1 };  // gelu: exact (erf) form
@@ -47,7 +50,8 @@ struct KernelOps {
 };
 
 const KernelOps& portable_ops();
-const KernelOps& avx2_ops();  // only call when resolve_isa(kAuto) may return kAvx2
+const KernelOps& avx2_ops();    // only call when resolve_isa(kAuto) may return kAvx2
+const KernelOps& avx512_ops();  // only call when resolve_isa(kAuto) may return kAvx512
 void layer_norm_rows_portable(float* y, int64_t tokens, int64_t cols, int64_t ldy, const Epilogue& epilogue);
 void layer_norm_rows_avx2(float* y, int64_t tokens, int64_t cols, int64_t ldy, const Epilogue& epilogue);
 
