@@ -113,9 +113,10 @@ def check_tokenizer(directory: Path, *, vocab_size: int, source: Path) -> None:
         tokenizer = Tokenizer.from_dir(directory)
         ids = tokenizer.encode([SAMPLE_TEXT], max_length=64)["input_ids"][0]
         again = tokenizer.encode([tokenizer.decode(ids)], max_length=64)["input_ids"][0]
-    except TokenizerError as exc:
-        raise CheckpointError(f"tokenizer cannot be loaded: {exc.args[0] if exc.args else exc}{hint}",
-                              path=file, field="tokenizer") from exc
+    except TokenizerError as exc:   # it names the copy in the temporary directory: name the source file
+        broken = source / Path(exc.path).name if exc.path else file
+        raise CheckpointError(f"tokenizer cannot be loaded: {exc.message}{hint}", path=broken,
+                              field="tokenizer") from exc
     except Exception as exc:  # noqa: BLE001 -- tokenizers raises plain Exceptions on broken files
         raise CheckpointError(f"tokenizer fails on a sample text: {type(exc).__name__}: {exc}{hint}", path=file,
                               field="tokenizer") from exc

@@ -25,6 +25,8 @@ VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8), st.booleans(), st.none(),
     st.lists(st.integers(-5, 5), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(0, 5), max_size=2))
 CHANGES = st.dictionaries(st.sampled_from(FIELDS), VALUES, min_size=1, max_size=3)
+
+
 def _fuzz(examples: int) -> settings:
     return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -4,6 +4,7 @@ oversized array headers and broken tokenizers are typed errors before anything i
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -16,7 +17,8 @@ from cli.export import main as export_main
 from smp_export.arch.limits import ConfigLimits
 from smp_export.errors import CheckpointError, MaskError
 from smp_export.readers import ReadOptions, read_checkpoint
-from tests.fixtures import write_dense_base, write_dense_zero_checkpoint
+from tests.fixtures import write_dense_base, write_dense_zero_checkpoint, write_packed_mask
+from tests.helpers import random_masks
 
 QUERY0 = "bert.encoder.layer.0.attention.self.query.weight"
 
@@ -99,6 +101,35 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, name, value)
         read_checkpoint(w.path)
 
 
+@pytest.mark.parametrize("name, shape", [("bert.encoder.layer.0.output.LayerNorm.weight", (31,)),
+                                         ("bert.embeddings.LayerNorm.bias", (33,)),
+                                         ("bert.pooler.dense.weight", (32, 31)), ("classifier.weight", (2, 31)),
+                                         ("classifier.bias", (3,))])
+def test_layer_norm_pooler_and_head_shapes_are_checked_at_read(tmp_path, name, shape):
+    w = write_dense_zero_checkpoint(tmp_path / "m")
+    state = load_file(str(w.path / "model.safetensors"))
+    state[name] = torch.ones(shape)
+    save_file(state, str(w.path / "model.safetensors"))
+    expected = rf"model.safetensors: field '{name}': shape {re.escape(str(tuple(shape)))} does not match config.json"
+    with pytest.raises(CheckpointError, match=expected):
+        read_checkpoint(w.path)
+
+
+def test_shipped_head_of_the_wrong_width_is_refused(tmp_path):
+    base = write_dense_base(tmp_path / "base")
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    write_packed_mask(ship / "masks.npy", random_masks(base.config, base.weights, 0.3))
+    meta = {"base_model": str(base.path), "masks": "masks.npy", "head_kind": "prototype",
+            "head_file": "head.safetensors", "smp": {"classes": ["a", "b", "c"]}}
+    (ship / "smp_train.json").write_text(json.dumps(meta))
+    save_file({"prototype.weight": torch.randn(3, 32)}, str(ship / "head.safetensors"))
+    assert read_checkpoint(ship).head.kind == "prototype"
+    save_file({"prototype.weight": torch.randn(3, 31)}, str(ship / "head.safetensors"))
+    with pytest.raises(CheckpointError, match=r"head.safetensors: field 'prototype.weight': shape \(3, 31\)"):
+        read_checkpoint(ship)
+
+
 def _sharded(path) -> None:
     """Split model.safetensors into an index and one shard, as save_pretrained does for big models."""
     state = load_file(str(path / "model.safetensors"))
@@ -112,6 +143,21 @@ def test_a_sharded_checkpoint_inside_its_directory_is_read(tmp_path):
     w = write_dense_zero_checkpoint(tmp_path / "m")
     _sharded(w.path)
     assert read_checkpoint(w.path).density() < 1
+
+
+def test_an_error_in_a_sharded_checkpoint_names_the_shard_holding_the_tensor(tmp_path):
+    w = write_dense_zero_checkpoint(tmp_path / "m")
+    state = load_file(str(w.path / "model.safetensors"))
+    (w.path / "model.safetensors").unlink()
+    second = {name: state.pop(name) for name in list(state) if ".layer.1." in name}
+    second["bert.encoder.layer.1.attention.self.key.weight"][0, 0] = float("nan")
+    save_file(state, str(w.path / "shard-1.safetensors"))
+    save_file(second, str(w.path / "shard-2.safetensors"))
+    weight_map = {**dict.fromkeys(state, "shard-1.safetensors"), **dict.fromkeys(second, "shard-2.safetensors")}
+    (w.path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(CheckpointError, match=r"m/shard-2.safetensors: field 'bert.encoder.layer.1.attention.self"
+                                              r".key.weight': 1 non-finite"):
+        read_checkpoint(w.path)
 
 
 @pytest.mark.parametrize("target", ["/etc/passwd", "../outside.safetensors", "link.safetensors", 7])
@@ -161,7 +207,8 @@ def test_a_broken_tokenizer_fails_the_export_unless_left_out(tmp_path, broken):
     out = tmp_path / "out"
     result = _export(w.path, "-o", out, "--weights", "dense")
     assert result.exit_code == 2, result.output
-    assert f"{broken if broken == 'tokenizer.json' else 'vocab.txt'}: field 'tokenizer'" in result.output
+    assert f"m/{broken}: field 'tokenizer'" in result.output   # the broken file, not its temporary copy
+    assert ".out.tmp-" not in result.output
     assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
     result = _export(w.path, "-o", out, "--weights", "dense", "--no-tokenizer")
     assert result.exit_code == 0, result.output

@@ -138,15 +138,23 @@ def _bin_keys(file: Path) -> list[str]:
 
 def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
     """Every tensor of ``model_dir`` (safetensors preferred); CheckpointError naming a bad file."""
+    return load_tensors(model_dir)[0]
+
+
+def load_tensors(model_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
+    """``load_state_dict`` plus the file each tensor came from (a shard of a sharded checkpoint)."""
     files = weight_files(model_dir)
     if not files:
         raise CheckpointError(f"no weight file ({SAFETENSORS_FILE} or {BIN_FILE}) found", path=model_dir)
     state: dict[str, torch.Tensor] = {}
+    file_of: dict[str, Path] = {}
     for file in files:
         if not file.is_file():
             raise CheckpointError("weight shard listed in the index is missing", path=file)
-        state.update(_load_file(file))
-    return state
+        shard = _load_file(file)
+        state.update(shard)
+        file_of.update(dict.fromkeys(shard, file))
+    return state, file_of
 
 
 def _load_file(file: Path) -> dict[str, torch.Tensor]:

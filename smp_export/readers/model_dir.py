@@ -16,7 +16,7 @@ from ..arch import Architecture, EncoderDims, architecture_of
 from ..arch.limits import DEFAULT_LIMITS, ConfigLimits
 from ..checkpoint import PrunedCheckpoint
 from .base import ReadOptions
-from .files import (canonicalize, load_config, load_state_dict, primary_weight_file, require_linear_weights,
+from .files import (canonicalize, load_config, load_tensors, primary_weight_file, require_linear_weights,
                     tokenizer_dir)
 from .heads import build_head
 from .tensors import check_tensors
@@ -53,9 +53,11 @@ def read_model_dir(path: Path, *, weight_dir: Path | None = None,
     arch = architecture_of(cfg, path=config_dir / CONFIG_FILE)
     config = arch.build_config(cfg, path=config_dir, limits=limits)
     file = primary_weight_file(weight_dir)
-    tensors, origin = canonicalize(load_state_dict(weight_dir), arch)
+    state, file_of = load_tensors(weight_dir)
+    tensors, origin = canonicalize(state, arch)
     model = ModelDir(path, cfg, arch, config, file, tensors, origin)
-    check_tensors(tensors, origin, model.dims, arch=arch, weight_file=file, config_file=config_dir / CONFIG_FILE)
+    check_tensors(tensors, origin, model.dims, arch=arch, weight_file=file, config_file=config_dir / CONFIG_FILE,
+                  files={name: file_of[own] for name, own in origin.items()})
     return model
 
 

@@ -23,7 +23,7 @@ from ..errors import CheckpointError
 from .base import ReadOptions, register
 from .files import inside_dir
 from .packed import PackedReader
-from .tensors import check_finite_tensors
+from .tensors import check_finite_tensors, check_shapes, expected_shapes, head_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ def _head(ckpt: PrunedCheckpoint, meta: dict[str, Any], path: Path) -> None:
         except (OSError, SafetensorError) as exc:
             raise CheckpointError(f"cannot read the head tensors: {exc}", path=file) from exc
         check_finite_tensors(head, path=file)
+        shapes = {**expected_shapes(ckpt.dims), **head_shapes(head, ckpt.dims.hidden)}
+        check_shapes(head, shapes, file_of=lambda _: file)
         ckpt.weights.update(head)
     classes = tuple((meta.get("smp") or {}).get("classes") or ())
     kind = meta.get("head_kind", "none")
