@@ -52,12 +52,12 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 
 
 def bench_config(ctx: click.Context, options: dict[str, Any], *, sweep: str | None, variants: str | None,
-                 output: Path | None) -> BenchConfig:
+                 output: Path | None, precisions: str = "fp32") -> BenchConfig:
     """The run's config: the click parameters as they are (EXPORT_DIRs included), the lists parsed,
     plus the output directory and the command line to record."""
     command = "smp-bench " + shlex.join(ctx.meta.get("smp_bench_argv", sys.argv[1:]))
     return BenchConfig.from_flat(
-        **options, sweep=_floats(sweep, "--sweep"), variants=_names(variants),
+        **options, sweep=_floats(sweep, "--sweep"), variants=_names(variants), precisions=split_names(precisions),
         output_dir=output or Path(f"bench-{datetime.now():%Y%m%d-%H%M%S}"), command=command)
 
 
@@ -82,6 +82,9 @@ def bench_config(ctx: click.Context, options: dict[str, Any], *, sweep: str | No
               help="Comma-separated sparsity levels: magnitude-prune the default model at each, plot the curve.")
 @click.option("--variants", type=str, default=None,
               help="Export variants to build for the default model / sweep (comma-separated); default: all.")
+@click.option("--precisions", type=str, default="fp32", show_default=True,
+              help="Precisions each export variant is built in, comma-separated (fp32, int8): int8 builds "
+                   "dense-int8, compact-int8 (the variants that support it) beside the fp32 ones.")
 @click.option("--model-dir", type=click.Path(path_type=Path), default=None,
               help="Dense model directory (BERT, DistilBERT) to prune instead of the packaged MiniLM.")
 @click.option("--baseline", "baseline_dir", type=click.Path(path_type=Path), default=None,
@@ -113,7 +116,7 @@ def bench_config(ctx: click.Context, options: dict[str, Any], *, sweep: str | No
 @click.option("-v", "--verbose", is_flag=True, help="Log progress.")
 @click.pass_context
 def main(ctx: click.Context, sweep: str | None, variants: str | None, output: Path | None, verbose: bool,
-         **options: Any) -> None:
+         precisions: str = "fp32", **options: Any) -> None:
     """Measure what pruning buys: latency, throughput, speed-up, memory, size and accuracy of
     every variant, interleaved, against the dense model.
 
@@ -122,7 +125,7 @@ def main(ctx: click.Context, sweep: str | None, variants: str | None, output: Pa
     """
     configure_logging(verbose)
     with cli_errors(sigterm=True):
-        config = bench_config(ctx, options, sweep=sweep, variants=variants, output=output)
+        config = bench_config(ctx, options, sweep=sweep, variants=variants, output=output, precisions=precisions)
         result = run_benchmark(config, echo=lambda message: click.echo(message, err=True))
     click.echo(result.table)
     for item in result.skipped:

@@ -21,8 +21,9 @@ from smp_export.output import default_output_dir
 from smp_export.passes.attention import MODES as ATTENTION_MODES
 from smp_export.readers import ReadOptions, read_checkpoint
 from smp_export.summary import format_summary
-from smp_export.validate import ValidationConfig
-from smp_export.variants import TRITON, VARIANTS, check_handoff, get_variant
+from smp_export.options import PRECISIONS
+from smp_export.validate import QuantizedValidationConfig, ValidationConfig
+from smp_export.variants import TRITON, VARIANTS, check_handoff, check_precision, get_variant
 
 
 
@@ -86,7 +87,15 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
               help="SMP head label words or token ids, comma-separated (e.g. 'yes,no' or '2748,2053').")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Compare the export with the masked PyTorch model.")
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Validation tolerance.")
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="Validation tolerance (fp32).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="int8: onnxruntime dynamic quantization of the MatMul weights (per channel; embeddings "
+                   "stay fp32), validated by --min-cosine / --min-top1 instead of --atol. Variants: "
+                   + ", ".join(v.name for v in VARIANTS.values() if "int8" in v.precisions) + ".")
+@click.option("--min-cosine", type=click.FloatRange(-1.0, 1.0), default=QuantizedValidationConfig().min_cosine,
+              show_default=True, help="int8: least cosine similarity of any output row with the fp32 model.")
+@click.option("--min-top1", type=click.FloatRange(0.0, 1.0), default=QuantizedValidationConfig().min_top1,
+              show_default=True, help="int8, logits: least share of validation rows with the fp32 model's argmax.")
 @click.option("--tokenizer/--no-tokenizer", default=True, show_default=True,
               help="Copy the checkpoint's tokenizer files, loaded and round-tripped on a sample text first; "
                    "--no-tokenizer leaves them out (the export then takes token ids only).")
@@ -99,7 +108,8 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
          keep: float | None, sparsity: float | None, smp_s: bool | None, smp_s_temperature: float | None,
          threshold: float | None, mask_file: Path | None, label_words: str | None, validate: bool,
          atol: float, overwrite: bool, verbose: bool, autotune_tokens: str = "128", attention: str = "auto",
-         tokenizer: bool = True, config_limits: tuple[str, ...] = ()) -> None:
+         tokenizer: bool = True, config_limits: tuple[str, ...] = (), precision: str = "fp32",
+         min_cosine: float = 0.99, min_top1: float = 0.95) -> None:
     """Export a pruning checkpoint in MODEL_DIR to a validated sparse ONNX model.
 
     Input formats, detected automatically (or forced with --input-format): packed (a
@@ -114,11 +124,14 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
                                smp_s_temperature=smp_s_temperature, threshold=threshold,
                                mask_file=mask_file, label_words=_label_words(label_words),
                                limits=_limits(config_limits))
+    quantized = QuantizedValidationConfig(min_cosine=min_cosine, min_top1=min_top1)
     options = ExportOptions(weights=weights, validate=validate, overwrite=overwrite, tokenizer=tokenizer,
-                            validation=ValidationConfig(atol=atol), autotune=_autotune(autotune_tokens),
+                            validation=ValidationConfig(atol=atol, quantized=quantized),
+                            autotune=_autotune(autotune_tokens), precision=precision,
                             attention=None if attention == "auto" else attention)
     output = output or default_output_dir(model_dir, fmt)
     with cli_errors(sigterm=True):
+        check_precision(get_variant(weights), precision)
         if fmt == "triton":
             check_handoff(get_variant(weights), TRITON, options.attention)
         ckpt = read_checkpoint(model_dir, read_options, input_format=input_format)

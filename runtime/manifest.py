@@ -35,13 +35,22 @@ class LayerRecord:
 
 @dataclass
 class ValidationRecord:
+    """How the export was checked against the masked fp32 PyTorch model. fp32: every value within
+    ``atol``. int8 (``atol`` None): per-row cosine and top-1 agreement against the ``min_*``
+    thresholds, with the measured ``cosine_*`` / ``top1_agreement`` beside them."""
+
     passed: bool
     skipped: bool = False
-    atol: float = 1e-4
+    atol: float | None = 1e-4
     max_abs_diff: float | None = None
     shapes: list[list[int]] = field(default_factory=list)   # [batch, seq] pairs compared
     labels_agree: bool | None = None                        # argmax agreement (logits only)
     failures: list[str] = field(default_factory=list)
+    cosine_mean: float | None = None                        # int8: per-row cosine vs fp32, mean
+    cosine_min: float | None = None                         # int8: ... and the worst row
+    top1_agreement: float | None = None                     # int8, logits: rows with the same argmax
+    min_cosine: float | None = None                         # int8: the thresholds it was held to
+    min_top1: float | None = None
 
 
 @dataclass
@@ -63,6 +72,7 @@ class Manifest:
     metadata: dict[str, Any] = field(default_factory=dict)
     export_options: dict[str, Any] = field(default_factory=dict)   # attention, autotune tokens, ...
     created: str = ""
+    precision: str = "fp32"                       # fp32 | int8 (onnxruntime dynamic quantization)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

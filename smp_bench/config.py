@@ -36,6 +36,12 @@ def _weights_variants() -> tuple[str, ...]:
     return tuple(WEIGHTS_VARIANTS)
 
 
+def _precisions() -> tuple[str, ...]:
+    from smp_export.options import PRECISIONS  # lazily, as above
+
+    return tuple(PRECISIONS)
+
+
 def _check(checks: Iterable[tuple[bool, str, str]]) -> None:
     """Raise for the first failed ``(ok, option, message)``."""
     for ok, option, message in checks:
@@ -98,6 +104,7 @@ class ModelOptions:
     sparsity: float = 0.9                     # default model, no sweep
     sweep: tuple[float, ...] = ()             # magnitude sparsity levels of the default model
     variants: tuple[str, ...] | None = None   # export variants to build; None: all of WEIGHTS_VARIANTS
+    precisions: tuple[str, ...] = ("fp32",)   # each variant built in each it supports (int8: dense, compact)
     model_dir: Path | None = None             # dense base for default / sweep; None: packaged MiniLM
     baseline_dir: Path | None = None          # dense ONNX export to use as ort-dense
     cache_dir: Path = Path("build/bench-cache")
@@ -108,6 +115,7 @@ class ModelOptions:
         _normalize(self, "sweep", lambda levels: tuple(float(s) for s in levels))
         if self.variants is not None:
             _normalize(self, "variants", tuple)
+        _normalize(self, "precisions", tuple)
         _check([
             (0.0 < self.sparsity < 1.0, "--sparsity", f"must be in (0, 1), got {self.sparsity}"),
             (all(0.0 < s < 1.0 for s in self.sweep), "--sweep", f"levels must be in (0, 1), got {self.sweep}"),
@@ -118,6 +126,12 @@ class ModelOptions:
             if unknown or not self.variants:
                 raise BenchmarkError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; choose from "
                                      f"{', '.join(known)}", field="--variants")
+        if self.precisions != ("fp32",):
+            known = _precisions()
+            unknown = [p for p in self.precisions if p not in known]
+            if unknown or not self.precisions:
+                raise BenchmarkError(f"unknown precision(s) {', '.join(unknown) or '(none given)'}; choose from "
+                                     f"{', '.join(known)}", field="--precisions")
 
 
 @dataclass(frozen=True, kw_only=True)

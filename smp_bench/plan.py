@@ -3,7 +3,9 @@ masks and exports of the default model / sweep, built into the cache or reused.
 
 With no EXPORT_DIR, the packaged MiniLM (or ``model_dir``) is magnitude-pruned to ``sparsity``
 (each ``sweep`` level instead when given); exports are reused from ``cache_dir`` when they
-match (same exporter code, options, source and density), else built there. With EXPORT_DIRs, the source checkpoint is
+match (same exporter code, options, precision, source and density), else built there; with
+``--precisions fp32,int8`` each variant that supports int8 is built in it too (``dense-int8@0.90``,
+family ``dense-int8``). With EXPORT_DIRs, the source checkpoint is
 rebuilt from each manifest to get the unpruned baseline and the torch models; ``baseline_dir``
 names the dense ONNX export explicitly.
 """
@@ -55,6 +57,7 @@ class VariantSpec:
     source: CheckpointSource | None = None
     csr: bool = False
     is_reference: bool = False
+    precision: str = "fp32"               # what the export's weights are stored as (fp32 | int8)
 
 
 @dataclass
@@ -80,14 +83,40 @@ def _sparsity_of(export_dir: Path) -> float:
     return 1.0 - float(density) if density is not None else 0.0
 
 
-def export_options(config: BenchConfig, weights: str) -> ExportOptions:
+def export_options(config: BenchConfig, weights: str, precision: str = "fp32") -> ExportOptions:
     """The ExportOptions smp-bench exports with: ``auto`` is tuned at the benchmark's own shape."""
     from smp_export.autotune import AutotuneConfig
     from smp_export.export import ExportOptions
 
     timing = config.timing
-    return ExportOptions(weights=weights, overwrite=True,
+    return ExportOptions(weights=weights, overwrite=True, precision=precision,
                          autotune=AutotuneConfig(tokens=(timing.batch * timing.seq_len,), threads=timing.threads))
+
+
+def family_of(weights: str, precision: str) -> str:
+    """A variant's family in the tables and plots: the weights variant, ``-int8`` when quantized."""
+    return weights if precision == "fp32" else f"{weights}-{precision}"
+
+
+def export_builds(config: BenchConfig, notes: list[str]) -> list[tuple[str, str]]:
+    """The (weights, precision) exports of the default model: every ``--precisions`` entry of each
+    variant that supports it; a note for those that do not, BenchmarkError when nothing is left."""
+    from smp_export.variants import VARIANTS
+
+    builds, lacking = [], {}
+    for weights in config.export_variants():
+        for precision in config.model.precisions:
+            if precision in VARIANTS[weights].precisions:
+                builds.append((weights, precision))
+            else:
+                lacking.setdefault(precision, []).append(weights)
+    for precision, names in lacking.items():
+        notes.append(f"no {precision} export of {', '.join(names)}: not available for these variants "
+                     f"(smp-export --precision {precision} says why)")
+    if not builds:
+        raise BenchmarkError(f"none of the variants {', '.join(config.export_variants())} supports precision "
+                             f"{', '.join(config.model.precisions)}", field="--precisions")
+    return builds
 
 
 def _export(ckpt, options, out: Path) -> Path:
@@ -124,7 +153,8 @@ def _manifest_ok(directory: Path, *, options, source: Path, density: float | Non
         manifest = Manifest.read(directory)
     except (SmpError, OSError):
         return False
-    if manifest.weights != options.weights or not (directory / "model.onnx").is_file():
+    if (manifest.weights != options.weights or manifest.precision != options.precision
+            or not (directory / "model.onnx").is_file()):
         return False
     if not _current(manifest, options):
         logger.info("not reusing %s: made by other exporter code or options", directory)
@@ -161,23 +191,28 @@ class _Builder:
     def dense_source(self) -> CheckpointSource:
         return CheckpointSource("dense", str(self.model_dir), unpruned=True)
 
-    def export(self, source: CheckpointSource, weights: str, out: Path, *, density: float | None) -> Path:
-        options = export_options(self.config, weights)
+    def export(self, source: CheckpointSource, weights: str, out: Path, *, density: float | None,
+               precision: str = "fp32") -> Path:
+        options = export_options(self.config, weights, precision)
         if not self.config.model.rebuild and _manifest_ok(out, options=options, source=self.model_dir, density=density):
             logger.info("reusing %s", out)
             return out
-        self.echo(f"exporting {weights} ({'unpruned' if source.unpruned else source.mask_file}) -> {out}")
+        self.echo(f"exporting {family_of(weights, precision)} ({'unpruned' if source.unpruned else source.mask_file}) "
+                  f"-> {out}")
         return _export(self.checkpoint(source), options, out)
 
     def dense_export(self) -> Path:
         return self.export(self.dense_source(), _baseline(), self.cache / "unpruned-dense", density=1.0)
 
-    def level_exports(self, level: float) -> list[VariantSpec]:
+    def level_exports(self, level: float, builds: list[tuple[str, str]]) -> list[VariantSpec]:
         source = self.mask_source(level)
         specs = []
-        for weights in self.config.export_variants() if self.config.uses_ort else ():
-            out = self.export(source, weights, self.cache / f"sparsity{level:.2f}-{weights}", density=1.0 - level)
-            specs.append(VariantSpec(f"{weights}@{level:.2f}", "onnxruntime", weights, _sparsity_of(out), out, source))
+        for weights, precision in builds if self.config.uses_ort else ():
+            family = family_of(weights, precision)
+            out = self.export(source, weights, self.cache / f"sparsity{level:.2f}-{family}", density=1.0 - level,
+                              precision=precision)
+            specs.append(VariantSpec(f"{family}@{level:.2f}", "onnxruntime", family, _sparsity_of(out), out, source,
+                                     precision=precision))
         if self.config.uses_torch_csr:
             specs.append(VariantSpec(f"torch-csr@{level:.2f}", "torch", "csr", level, None, source, csr=True))
         return specs
@@ -221,8 +256,9 @@ def plan_variants(config: BenchConfig, echo: Echo) -> tuple[list[VariantSpec], l
 def _add_default_model(plan: _Plan) -> None:
     config = plan.config
     builder = _Builder(config, plan.echo)
+    builds = export_builds(config, plan.notes) if config.uses_ort else []
     for level in (config.model.sweep or (config.model.sparsity,)):
-        for spec in builder.level_exports(level):
+        for spec in builder.level_exports(level, builds):
             spec.name = plan.unique(spec.name)
             plan.pruned.append(spec)
     plan.dense_source = builder.dense_source()
@@ -252,8 +288,9 @@ def _add_user_exports(plan: _Plan) -> None:
             user_sources[key] = _user_source(directory, plan.notes)
         source = user_sources[key]
         if config.uses_ort:
-            plan.pruned.append(VariantSpec(plan.unique(directory.name), "onnxruntime", manifest.weights, sparsity,
-                                     directory, source))
+            plan.pruned.append(VariantSpec(plan.unique(directory.name), "onnxruntime",
+                                           family_of(manifest.weights, manifest.precision), sparsity, directory,
+                                           source, precision=manifest.precision))
         if source is not None and plan.dense_source is None:
             plan.dense_source = dataclasses.replace(source, unpruned=True)
     if not config.uses_torch_csr:

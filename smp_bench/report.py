@@ -47,7 +47,7 @@ def _onnx_bytes(export_dir: Path | None) -> int | None:
 
 def _info(live: LoadedVariant, reference: LoadedVariant, config: BenchConfig) -> dict[str, Any]:
     spec = live.spec
-    return {"backend": spec.backend, "family": spec.family, "sparsity": spec.sparsity,
+    return {"backend": spec.backend, "family": spec.family, "precision": spec.precision, "sparsity": spec.sparsity,
             "density": 1.0 - spec.sparsity, "device": config.backends.device, "providers": live.providers,
             "export_dir": str(spec.export_dir) if spec.export_dir else None,
             "is_reference": spec.is_reference, "reference": reference.spec.name,

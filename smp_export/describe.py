@@ -78,7 +78,8 @@ def totals(layers: list[LayerRecord], sizes: Mapping[str, int], compaction: Comp
 
 
 def describe(ckpt: PrunedCheckpoint, model: onnx.ModelProto, layers: list[LayerRecord], summary: dict[str, Any],
-             validation: ValidationRecord, variant: Variant, export_options: dict[str, Any]) -> Manifest:
+             validation: ValidationRecord, variant: Variant, export_options: dict[str, Any], *,
+             precision: str = "fp32") -> Manifest:
     """The export's manifest (its ``files`` are filled in once the directory is written)."""
     head = {"kind": ckpt.head.kind, "label_token_ids": list(ckpt.head.label_token_ids),
             "label_words": list(ckpt.head.label_words)}
@@ -88,7 +89,8 @@ def describe(ckpt: PrunedCheckpoint, model: onnx.ModelProto, layers: list[LayerR
         output_names=[o.name for o in model.graph.output], layers=layers, totals=summary, files={},
         validation=validation, versions={**collect_versions(), SOURCE_DIGEST_KEY: source_digest()},
         custom_op_domains=[SPARSE_DOMAIN] if uses_kernels(model) else [], metadata=_jsonable(ckpt.metadata),
-        export_options=export_options, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        export_options=export_options, precision=precision,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 def _jsonable(value: Any) -> Any:

@@ -35,13 +35,14 @@ class ValidationError(ExportError):
     """The exported model disagrees with the masked PyTorch model.
 
     ``failures`` lists every problem found (names, then shapes, then values);
-    ``max_abs_diff`` is the largest absolute difference seen over all compared outputs.
+    ``max_abs_diff`` is the largest absolute difference seen over all compared outputs;
+    ``field``: the threshold option an int8 export fell short of (``--min-cosine``, ...).
     """
 
     def __init__(self, failures: list[str], *, max_abs_diff: float | None = None,
-                 path: str | Path | None = None):
+                 path: str | Path | None = None, field: str | None = None):
         self.failures = list(failures)
         self.max_abs_diff = max_abs_diff
         detail = "; ".join(self.failures)
         diff = f" (max |diff| = {max_abs_diff:.3g})" if max_abs_diff is not None else ""
-        super().__init__(f"validation failed{diff}: {detail}", path=path)
+        super().__init__(f"validation failed{diff}: {detail}", path=path, field=field)

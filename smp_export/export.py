@@ -1,7 +1,9 @@
 """The export pipeline: checkpoint -> (compaction) -> ONNX graph -> passes -> validation -> manifest.
 
 What differs between the ``--weights`` variants is the variant's to say (``smp_export.variants``):
-this module runs what it declares. Output is atomic (``output.write_atomically``): everything is
+this module runs what it declares. ``--precision int8`` quantizes the saved model in the temporary
+directory (``smp_export.int8``), so validation, the manifest and the final ``model.onnx`` are of
+the int8 model. Output is atomic (``output.write_atomically``): everything is
 written into a temporary sibling directory renamed onto ``output_dir`` only after the model
 validated; a failure leaves no partial directory.
 """
@@ -23,11 +25,12 @@ from .describe import describe, initializer_bytes, layer_records, totals, uses_k
 from .errors import ExportError
 from .formats.compact import compact
 from .graph import build_onnx_model
-from .options import ExportOptions
+from .int8 import QUANTIZATION, fold_quantized_sizes, quantize_int8
+from .options import INT8, ExportOptions
 from .output import copy_tokenizer, file_sizes, write_atomically, write_config
 from .passes import attention_fusion_pass
 from .passes.attention import MODES as ATTENTION_MODES
-from .variants import WEIGHTS_VARIANTS, ExportPlan, Variant, get_variant
+from .variants import WEIGHTS_VARIANTS, ExportPlan, Variant, check_precision, get_variant
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +41,11 @@ def export_onnx(ckpt: PrunedCheckpoint, output_dir: str | Path, *,
                 options: ExportOptions = ExportOptions()) -> Manifest:
     """Export ``ckpt`` to ``output_dir`` (model.onnx, config, tokenizer, manifest.json)."""
     variant = get_variant(options.weights)
-    attention_mode(options)                      # an unknown mode fails before any work
+    check_precision(variant, options.precision)  # so does a precision the variant lacks
+    attention_mode(options)                      # and an unknown mode
     manifest = write_atomically(Path(output_dir), options.overwrite,
                                 lambda tmp: _export_into(ckpt, tmp, variant, options))
-    logger.info("exported %s (%s) to %s", ckpt.source_path, variant.name, output_dir)
+    logger.info("exported %s (%s, %s) to %s", ckpt.source_path, variant.name, options.precision, output_dir)
     return manifest
 
 
@@ -56,8 +60,12 @@ def attention_mode(options: ExportOptions) -> str:
 
 
 def export_options_record(options: ExportOptions) -> dict:
-    """What shaped the graph beyond the checkpoint, as the manifest records it."""
-    return {"attention": attention_mode(options), **get_variant(options.weights).record(options)}
+    """What shaped the graph beyond the checkpoint, as the manifest records it (int8: the
+    quantization settings too)."""
+    record = {"attention": attention_mode(options), **get_variant(options.weights).record(options)}
+    if options.precision == INT8:
+        record["quantization"] = dict(QUANTIZATION)
+    return record
 
 
 def _export_into(ckpt: PrunedCheckpoint, directory: Path, variant: Variant, options: ExportOptions) -> Manifest:
@@ -76,12 +84,16 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, variant: Variant, opti
     for rewrite in variant.fusions:
         model = rewrite(model, plan)
     _save(model, directory / MODEL_FILE)
+    if options.precision == INT8:
+        model = quantize_int8(directory / MODEL_FILE)
+        stored_sizes = fold_quantized_sizes(initializer_bytes(model))
     write_config(ckpt, directory)
     copy_tokenizer(ckpt, directory, include=options.tokenizer)
     validation = _validate(ckpt, directory / MODEL_FILE, variant, options, uses_kernels(model))
     layers = layer_records(ckpt, weights, variant, plan.choices, stored_sizes)
     summary = totals(layers, initializer_bytes(model), compaction, kernel_formats=variant.needs_kernels)
-    manifest = describe(ckpt, model, layers, summary, validation, variant, export_options_record(options))
+    manifest = describe(ckpt, model, layers, summary, validation, variant, export_options_record(options),
+                        precision=options.precision)
     manifest.files = file_sizes(directory)
     manifest.write(directory)
     manifest.files = file_sizes(directory)
@@ -108,6 +120,7 @@ def _validate(ckpt: PrunedCheckpoint, model_path: Path, variant: Variant, option
               needs_library: bool) -> ValidationRecord:
     if not options.validate:
         logger.warning("validation skipped (--no-validate): %s is unchecked", model_path)
-        return ValidationRecord(passed=False, skipped=True, atol=options.validation.atol)
+        return ValidationRecord(passed=False, skipped=True,
+                                atol=None if options.precision == INT8 else options.validation.atol)
     libraries = (_kernel_library(),) if needs_library else ()
-    return variant.validate(model_path, ckpt, options.validation, libraries)
+    return variant.validator(options.precision)(model_path, ckpt, options.validation, libraries)

@@ -9,15 +9,20 @@ from .formats.compact import CompactionConfig
 from .graph import GraphOptions
 from .validate import ValidationConfig
 
+FP32, INT8 = "fp32", "int8"
+PRECISIONS: tuple[str, ...] = (FP32, INT8)      # int8: onnxruntime dynamic quantization (smp_export.int8)
+
 
 @dataclass(frozen=True)
 class ExportOptions:
     """How to export. ``weights`` names the variant (``smp_export.variants.VARIANTS``: dense,
     sparse-initializer, compact, sparse-kernel, auto); ``attention`` how each attention core
-    is emitted (``onnx``, ``mha``, ``smp``; None: the variant's default)."""
+    is emitted (``onnx``, ``mha``, ``smp``; None: the variant's default); ``precision`` what the
+    weights are stored as (``PRECISIONS``; the variant declares which it supports)."""
 
     weights: str = "sparse-initializer"
     attention: str | None = None
+    precision: str = FP32
     validate: bool = True
     overwrite: bool = False
     tokenizer: bool = True                  # copy and round-trip the tokenizer files (False: leave them out)

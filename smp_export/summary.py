@@ -20,23 +20,30 @@ def _by_type(manifest: Manifest) -> dict[str, list[LayerRecord]]:
     return groups
 
 
+def _verdict(manifest: Manifest) -> str:
+    v = manifest.validation
+    if v.skipped:
+        return "SKIPPED (--no-validate)"
+    diff = f"{v.max_abs_diff:.2e}" if v.max_abs_diff is not None else "n/a"
+    if v.atol is None:          # int8: cosine and top-1 against thresholds
+        top1 = "" if v.top1_agreement is None else f", top-1 {v.top1_agreement:.1%} >= {v.min_top1:.1%}"
+        return (f"passed (row cosine min {v.cosine_min:.4f} >= {v.min_cosine:g}, mean {v.cosine_mean:.5f}{top1}; "
+                f"max |diff| {diff} on {len(v.shapes)} shapes)")
+    labels = "" if v.labels_agree is None else f", labels agree: {v.labels_agree}"
+    return f"passed (max |diff| {diff} <= atol {v.atol:g} on {len(v.shapes)} shapes{labels})"
+
+
 def format_summary(manifest: Manifest, output_dir: str | Path) -> str:
     """Totals, per-matrix-type density and the validation verdict, one screen."""
     t = manifest.totals
-    v = manifest.validation
-    if v.skipped:
-        verdict = "SKIPPED (--no-validate)"
-    else:
-        diff = f"{v.max_abs_diff:.2e}" if v.max_abs_diff is not None else "n/a"
-        labels = "" if v.labels_agree is None else f", labels agree: {v.labels_agree}"
-        verdict = f"passed (max |diff| {diff} <= atol {v.atol:g} on {len(v.shapes)} shapes{labels})"
     lines = [
-        f"exported {manifest.source_format}/{manifest.method} -> {output_dir} [{manifest.weights}]",
+        f"exported {manifest.source_format}/{manifest.method} -> {output_dir} [{manifest.weights}, "
+        f"{manifest.precision}]",
         f"  pruned linears : {t['pruned_linears']}  density {t['density']:.4f}"
         f"  ({t['nnz']:,} of {t['params']:,} weights kept)",
         f"  stored params  : {t['stored_params']:,}  linear bytes {_mib(t['linear_bytes'])}",
         f"  model.onnx     : {_mib(manifest.files.get('model.onnx', 0))}",
-        f"  validation     : {verdict}",
+        f"  validation     : {_verdict(manifest)}",
     ]
     if "heads_removed" in t:
         lines.append(f"  compaction     : {t['heads_removed']} heads, {t['neurons_removed']} FFN neurons removed")

@@ -4,7 +4,8 @@ For every ``[batch, seq]`` shape of the config, seeded random inputs (rows after
 get trailing padding in every other row) go through onnxruntime (CPU) and the reference
 module. Compared in order: output NAMES (exactly the expected one), SHAPES, VALUES
 (``max |diff| <= atol``) and, for ``logits``, argmax labels. Every failure over all shapes
-is collected before ``ValidationError`` is raised.
+is collected before ``ValidationError`` is raised. ``paired_outputs`` is that loop alone: an
+int8 export (``smp_export.int8``) is compared on the same inputs, by other metrics.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +34,45 @@ _ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph
                RuntimeError, ValueError)
 
 
+@dataclass(frozen=True, kw_only=True)
+class QuantizedValidationConfig:
+    """What an int8 export is held to instead of ``atol`` (see ``smp_export.int8`` for the
+    measurements behind the defaults): every output row's cosine similarity with the masked
+    fp32 model at least ``min_cosine`` (a row: one logits vector, one real token's hidden
+    state) and, for logits, the share of rows with the same argmax at least ``min_top1``."""
+
+    min_cosine: float = 0.99
+    min_top1: float = 0.95
+
+    def __post_init__(self) -> None:
+        for name in ("min_cosine", "min_top1"):
+            value = getattr(self, name)
+            if not -1.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [-1, 1], got {value}")
+
+
 @dataclass(frozen=True)
 class ValidationConfig:
-    """Tolerance, the ``(batch, seq)`` shapes compared, input seed, argmax check for logits."""
+    """Tolerance, the ``(batch, seq)`` shapes compared, input seed, argmax check for logits;
+    ``quantized``: the thresholds of an int8 export (which has no ``atol``)."""
 
     atol: float = 1e-4
     shapes: tuple[tuple[int, int], ...] = ((1, 8), (2, 16), (3, 37))
     seed: int = 0
     check_labels: bool = True
+    quantized: QuantizedValidationConfig = field(default_factory=QuantizedValidationConfig)
+
+
+@dataclass(frozen=True)
+class OutputPair:
+    """One validation shape: its inputs, what onnxruntime gave (None with ``error``) and what
+    the reference gave."""
+
+    where: str
+    inputs: dict[str, np.ndarray]
+    got: np.ndarray | None
+    want: np.ndarray
+    error: str | None = None
 
 
 def _session(path: Path, custom_op_libraries: Sequence[str] = ()) -> ort.InferenceSession:
@@ -94,19 +126,12 @@ def _clamped_shapes(shapes: tuple[tuple[int, int], ...], max_positions: int | No
     return out
 
 
-def validate_export(onnx_path: Path, reference: torch.nn.Module, *, vocab_size: int, type_vocab_size: int,
-                    output_name: str, config: ValidationConfig = ValidationConfig(),
-                    max_positions: int | None = None,
-                    custom_op_libraries: Sequence[str] = ()) -> ValidationRecord:
-    """Compare ``onnx_path`` with ``reference``; ValidationRecord if it agrees, else ValidationError.
-
-    ``max_positions`` (default: ``reference.config.max_position_embeddings`` if present)
-    clamps longer sequence lengths. ``custom_op_libraries`` are registered with onnxruntime
-    (the ``ai.smp`` sparse kernels of the kernel variants).
-    """
+def paired_outputs(onnx_path: Path, reference: torch.nn.Module, *, vocab_size: int, type_vocab_size: int,
+                   output_name: str, config: ValidationConfig, max_positions: int | None = None,
+                   custom_op_libraries: Sequence[str] = ()) -> tuple[list[list[int]], list[OutputPair]]:
+    """The compared shapes (clamped to ``max_positions``) and, per shape, the seeded inputs with
+    both models' outputs; ValidationError when the model cannot be loaded or has the wrong names."""
     onnx_path = Path(onnx_path)
-    if max_positions is None:
-        max_positions = getattr(getattr(reference, "config", None), "max_position_embeddings", None)
     try:
         session = _session(onnx_path, custom_op_libraries)
     except _ORT_ERRORS as exc:
@@ -118,21 +143,45 @@ def validate_export(onnx_path: Path, reference: torch.nn.Module, *, vocab_size: 
     reference.eval()
     rng = np.random.default_rng(config.seed)
     feed_names = [i.name for i in session.get_inputs()]
-    labels = config.check_labels and output_name == LOGITS
-    max_diff: float | None = None
-    agree_all: bool | None = True if labels else None
+    pairs = []
     for batch, seq in shapes:
         inputs = random_inputs(batch, seq, vocab_size=vocab_size, type_vocab_size=type_vocab_size, rng=rng,
                                padded_rows=True)
-        where = f"{output_name} at [{batch}, {seq}]"
-        try:
-            got = session.run([output_name], select_inputs(inputs, feed_names))[0]
-        except _ORT_ERRORS as exc:
-            failures.append(f"{where}: onnxruntime failed: {exc}")
-            continue
         with torch.no_grad():
             want = reference(*(torch.from_numpy(inputs[n]) for n in INPUT_NAMES)).float().cpu().numpy()
-        found, diff, agree = _compare(np.asarray(got), want, where=where, atol=config.atol, labels=labels)
+        where = f"{output_name} at [{batch}, {seq}]"
+        try:
+            got, error = np.asarray(session.run([output_name], select_inputs(inputs, feed_names))[0]), None
+        except _ORT_ERRORS as exc:
+            got, error = None, f"{where}: onnxruntime failed: {exc}"
+        pairs.append(OutputPair(where, inputs, got, want, error))
+    return shapes, pairs
+
+
+def validate_export(onnx_path: Path, reference: torch.nn.Module, *, vocab_size: int, type_vocab_size: int,
+                    output_name: str, config: ValidationConfig = ValidationConfig(),
+                    max_positions: int | None = None,
+                    custom_op_libraries: Sequence[str] = ()) -> ValidationRecord:
+    """Compare ``onnx_path`` with ``reference``; ValidationRecord if it agrees, else ValidationError.
+
+    ``max_positions`` (default: ``reference.config.max_position_embeddings`` if present)
+    clamps longer sequence lengths. ``custom_op_libraries`` are registered with onnxruntime
+    (the ``ai.smp`` sparse kernels of the kernel variants).
+    """
+    if max_positions is None:
+        max_positions = getattr(getattr(reference, "config", None), "max_position_embeddings", None)
+    shapes, pairs = paired_outputs(onnx_path, reference, vocab_size=vocab_size, type_vocab_size=type_vocab_size,
+                                   output_name=output_name, config=config, max_positions=max_positions,
+                                   custom_op_libraries=custom_op_libraries)
+    labels = config.check_labels and output_name == LOGITS
+    failures: list[str] = []
+    max_diff: float | None = None
+    agree_all: bool | None = True if labels else None
+    for pair in pairs:
+        if pair.got is None:
+            failures.append(str(pair.error))
+            continue
+        found, diff, agree = _compare(pair.got, pair.want, where=pair.where, atol=config.atol, labels=labels)
         failures.extend(found)
         if diff is not None:
             max_diff = diff if max_diff is None else max(max_diff, diff)
@@ -155,3 +204,15 @@ def validate_fp32(model_path: Path, ckpt: PrunedCheckpoint, config: ValidationCo
     return validate_export(model_path, build_reference_model(ckpt), vocab_size=dims.vocab_size,
                            type_vocab_size=max(dims.type_vocab_size, 1), output_name=ckpt.head.output_name,
                            config=config, max_positions=dims.max_positions, custom_op_libraries=custom_op_libraries)
+
+
+def checkpoint_pairs(model_path: Path, ckpt: PrunedCheckpoint, config: ValidationConfig = ValidationConfig(),
+                     custom_op_libraries: Sequence[str] = ()) -> tuple[list[list[int]], list[OutputPair]]:
+    """``paired_outputs`` of ``model_path`` and the masked model of ``ckpt``: the inputs and
+    references ``validate_fp32`` compares, for validations with other metrics (int8)."""
+    from .reference import build_reference_model  # torch/transformers model: only when validating
+
+    dims = ckpt.dims
+    return paired_outputs(model_path, build_reference_model(ckpt), vocab_size=dims.vocab_size,
+                          type_vocab_size=max(dims.type_vocab_size, 1), output_name=ckpt.head.output_name,
+                          config=config, max_positions=dims.max_positions, custom_op_libraries=custom_op_libraries)

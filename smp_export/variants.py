@@ -4,9 +4,18 @@ A variant declares what it stores, whether the weights are compacted first, how 
 linear is stored (``choose``), the graph passes that store them (``storage``, after which the
 manifest measures each linear's bytes) and those that fuse what follows (``fusions``), its
 default attention, whether running it needs the ``ai.smp`` library, where it runs and which
-handoffs load it unchanged, and how it is validated (``validate``: fp32 within ``--atol`` for
-all of today's; a quantized variant brings its own metrics). ``export.py`` asks the variant and never
-compares variant names; a new precision or mask structure is a new entry plus its passes.
+handoffs load it unchanged, the precisions it can be exported in (``precisions``) and how it is
+validated (``validate``: fp32 within ``--atol``; ``validate_int8``: per-row cosine and top-1
+agreement, ``smp_export.int8``). ``export.py`` asks the variant and never compares variant names;
+a new precision or mask structure is a new entry plus its passes.
+
+int8 (``--precision int8``) is onnxruntime's own dynamic quantization of the saved graph, so it
+is offered where the graph holds plain dense MatMuls: ``dense`` and ``compact``. Not on
+``sparse-initializer``: onnxruntime densifies sparse initializers at load, and quantize_dynamic
+cannot read them ("Invalid model with unknown initializers"); its int8 form would be ``dense``
+int8, so it is refused rather than duplicated. Not on the kernel variants (``sparse-kernel``,
+``auto``): their linears are ai.smp nodes that onnxruntime cannot quantize, and the int8 sparse
+kernels are not built yet. ``check_precision`` refuses these before any work.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from .autotune import LinearChoice, autotune_linears
 from .checkpoint import PrunedCheckpoint
 from .errors import ExportError
 from .graph import linear_initializer_name
-from .options import ExportOptions
+from .int8 import validate_int8
+from .options import FP32, INT8, PRECISIONS, ExportOptions
 from .passes import KERNEL_FUSIONS as _FUSIONS
 from .passes import sparse_initializer_pass, sparse_linear_pass
 from .validate import ValidationConfig, validate_fp32
@@ -99,7 +109,14 @@ class Variant:
     needs_kernels: bool = False
     devices: tuple[str, ...] = (CPU, CUDA)
     handoffs: frozenset[str] = frozenset({TRITON, OPTIMUM})
+    precisions: tuple[str, ...] = (FP32,)
+    precision_note: str = ""         # why the precisions it lacks are not offered (check_precision says it)
     validate: Validator = validate_fp32
+    validate_int8: Validator = validate_int8
+
+    def validator(self, precision: str) -> Validator:
+        """How an export of this variant in ``precision`` is validated."""
+        return self.validate_int8 if precision == INT8 else self.validate
 
     def layer_format(self, choice: LinearChoice | None, shape: list[int], stored_shape: list[int]) -> str:
         """The manifest's per-layer format: the variant, or what the kernel variants chose
@@ -113,19 +130,23 @@ class Variant:
         return {"autotune_tokens": list(options.autotune.tokens)} if self.autotunes else {}
 
 
+_DENSIFIED = ("onnxruntime densifies sparse initializers at load and cannot quantize them; its int8 form "
+              "would be the dense one")
+_NO_INT8_KERNELS = "its linears are ai.smp sparse kernels, and the int8 sparse kernels are not built yet"
+
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("dense", stores="zeros kept in dense matrices (the baseline)"),
-    Variant("sparse-initializer", storage=(_sparse_initializers,),
+    Variant("dense", stores="zeros kept in dense matrices (the baseline)", precisions=(FP32, INT8)),
+    Variant("sparse-initializer", storage=(_sparse_initializers,), precision_note=_DENSIFIED,
             stores="pruned linears as graph.sparse_initializer (onnxruntime densifies them at load: smaller "
                    "file, dense speed)"),
-    Variant("compact", compacts=True,
+    Variant("compact", compacts=True, precisions=(FP32, INT8),
             stores="provably dead heads and FFN neurons removed: structurally smaller dense matrices"),
     Variant("sparse-kernel", choose=_csr_everywhere, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
-            attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(),
+            attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(), precision_note=_NO_INT8_KERNELS,
             stores="every pruned linear as ai.smp.SparseLinear (CSR; feed-forward pairs as SparseFFN, Q/K/V "
                    "stacked), attention as ai.smp.Attention"),
     Variant("auto", compacts=True, choose=_autotuned, autotunes=True, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
-            attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(),
+            attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(), precision_note=_NO_INT8_KERNELS,
             stores="compaction, then per linear the fastest of dense, CSR and BSR kernels, timed on this machine"),
 )}
 WEIGHTS_VARIANTS: tuple[str, ...] = tuple(VARIANTS)
@@ -151,3 +172,17 @@ def check_handoff(variant: Variant, handoff: str, attention: str | None = None) 
     if attention == "smp":
         raise ExportError(f"--attention smp writes ai.smp.Attention nodes, which the {handoff} handoff does not "
                           "load; use --attention onnx or mha", field="--attention")
+
+
+def check_precision(variant: Variant, precision: str) -> None:
+    """ExportError naming ``--precision`` before any work when ``variant`` cannot be exported in
+    ``precision`` (see the module docstring for why int8 is dense / compact only, for now)."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}",
+                          field="--precision")
+    if precision in variant.precisions:
+        return
+    able = [v.name for v in VARIANTS.values() if precision in v.precisions]
+    raise ExportError(f"--precision {precision} is not available for --weights {variant.name}: "
+                      f"{variant.precision_note or 'not supported'}; use --weights {' or '.join(able)}",
+                      field="--precision")

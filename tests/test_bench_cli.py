@@ -175,6 +175,25 @@ def test_default_model_sweep_with_torch_backends(tiny_model_dir, data_files, tmp
     assert third.output.count("exporting") == 1 and "sparsity0.90-compact" in third.output
 
 
+def test_int8_peers_are_built_timed_and_scored(tiny_model_dir, data_files, tmp_path) -> None:
+    out, cache = tmp_path / "res", tmp_path / "cache"
+    result = _ok(_invoke("--model-dir", tiny_model_dir, "--cache-dir", cache, "--variants", "dense,sparse-initializer",
+                         "--precisions", "fp32,int8", "--no-torch-eager", *FAST, "--runs", "2", "--no-memory",
+                         "--no-plot", "--data", data_files["jsonl"], "--text-column", "body", "--label-column",
+                         "topic", "--eval-samples", "8", "-o", out))
+    assert "note: no int8 export of sparse-initializer" in result.output and "dense-int8@0.90" in result.output
+    recs = {r["name"]: r for r in _results(out)["records"]}
+    assert list(recs) == ["ort-dense", "dense@0.90", "dense-int8@0.90", "sparse-initializer@0.90"]
+    int8, fp32 = recs["dense-int8@0.90"], recs["dense@0.90"]
+    assert int8["precision"] == "int8" and int8["family"] == "dense-int8" and fp32["precision"] == "fp32"
+    assert int8["n"] == 2 and int8["onnx_bytes"] < fp32["onnx_bytes"]
+    assert 0.99 < int8["cosine_mean"] < 1.0 and int8["eval_n"] == 8 and 0.0 <= int8["task_accuracy"] <= 1.0
+    assert (next(cache.glob("*/sparsity0.90-dense-int8")) / "model.onnx").is_file()
+    refused = _invoke("--model-dir", tiny_model_dir, "--cache-dir", cache, "--variants", "sparse-kernel",
+                      "--precisions", "int8", *FAST, "-o", tmp_path / "x")
+    assert refused.exit_code == 2 and "--precisions" in refused.output and not (tmp_path / "x").exists()
+
+
 def test_exports_whose_source_is_on_disk_get_torch_runners(tiny_model_dir, tmp_path) -> None:
     from smp_export.readers import ReadOptions, read_checkpoint
 
@@ -229,6 +248,7 @@ def test_cuda_provider_selection_when_available(monkeypatch) -> None:
     (["--sweep", "0.5,abc"], "--sweep"),
     (["--sweep", "0.5,1.5"], "--sweep"),
     (["--variants", "dense,bogus"], "unknown variant"),
+    (["--precisions", "fp32,fp16"], "unknown precision"),
     (["--runs", "0"], "--runs"),
     (["--batch", "0"], "--batch"),
     (["--seq-len", "1"], "--seq-len"),
@@ -277,6 +297,8 @@ def test_bench_config_validates() -> None:
     (ModelOptions, {"sweep": (0.5, 0.0)}, "--sweep"),
     (ModelOptions, {"variants": ("bogus",)}, "--variants"),
     (ModelOptions, {"variants": ()}, "--variants"),
+    (ModelOptions, {"precisions": ("int4",)}, "--precisions"),
+    (ModelOptions, {"precisions": ()}, "--precisions"),
     (DataOptions, {"eval_samples": -1}, "--eval-samples"),
     (DataOptions, {"centroid_samples": -1}, "--centroid-samples"),
     (OutputOptions, {"profile_runs": 0}, "--profile-runs"),
