@@ -25,7 +25,6 @@ from runtime.contract import CONFIG_FILE, has_tokenizer
 from ..arch import BERT, Architecture
 from ..checkpoint import linear_weight_names
 from ..errors import CheckpointError, MaskError
-from ..masks import check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +230,8 @@ def check_same_shape(tensor: torch.Tensor, weight: torch.Tensor, *, path: Path, 
 
 def linear_scores(scores: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor],
                   names: Iterable[str], origin: Mapping[str, str], *, path: Path) -> dict[str, torch.Tensor]:
-    """The score tensor of every pruned linear, checked for presence, shape and finiteness."""
+    """The score tensor of every pruned linear, checked for presence and shape (``read_model_dir``
+    has checked every tensor's values: ``tensors.check_tensors``)."""
     names = list(names)
     out: dict[str, torch.Tensor] = {}
     for name in names:
@@ -240,7 +240,6 @@ def linear_scores(scores: Mapping[str, torch.Tensor], weights: Mapping[str, torc
         if name not in scores:
             raise MaskError("mask scores missing for a pruned linear", path=path, field=field)
         check_same_shape(scores[name], weights[name], path=path, field=field)
-        check_finite(scores[name], path=path, field=field)
         out[name] = scores[name]
     extra = sorted(set(scores) - set(names))
     if extra:

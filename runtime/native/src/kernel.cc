@@ -221,22 +221,12 @@ Isa resolve_isa(Isa requested) {
   const bool avx2 = false;
 #endif
 
-#if !defined(SMP_HAVE_AVX512)
-namespace smp {
-const KernelOps& avx512_ops() { return avx2_ops(); }
-}  // namespace smp
-#endif
 #if defined(__x86_64__) && defined(SMP_HAVE_AVX512)
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");  // libgcc also checks the OS saves zmm
 #else
   const bool avx512 = false;
 #endif
 
-#if !defined(SMP_HAVE_AVX512)
-namespace smp {
-const KernelOps& avx512_ops() { return avx2_ops(); }
-}  // namespace smp
-#endif
   const Isa vector = avx2 ? Isa::kAvx2 : Isa::kPortable;
   const Isa best = avx512 ? Isa::kAvx512 : vector;
   if (requested == Isa::kAuto) {
