@@ -34,3 +34,15 @@ test: setup
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
+
+# Issue #17's peers suite: the peer runtimes (openvino + nncf into the venv beside its pins,
+# DeepSparse in build/deepsparse-venv), then benchmarks/peers.py (PEERS_ARGS=--quick: a short run).
+PEERS_ARGS ?=
+
+.PHONY: peers-setup peers
+
+peers-setup: setup
+	bash benchmarks/peers_setup.sh $(VENV)
+
+peers: peers-setup
+	$(PY) benchmarks/peers.py $(PEERS_ARGS)
