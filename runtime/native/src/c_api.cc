@@ -6,6 +6,8 @@
 
 #include "attention.h"
 #include "custom_op.h"
+#include "int8_matrix.h"
+#include "kernel_int8.h"
 #include "kernel.h"
 #include "ort_abi.h"
 #include "sparse_matrix.h"
@@ -237,6 +239,47 @@ SMP_EXPORT int smp_abi_selftest(const smp::ort::ApiBase* base, char* err, size_t
   }
   api.ReleaseCustomOpDomain(domain);
   return 0;
+}
+
+// y[m, rows] = act(dequant(q8(x[m, cols]) W^T) + bias) (+ residual [m, rows]) with W int8 CSR
+// (crow int64 [rows + 1], col int64 [nnz], values int8 [nnz]) and per-row scales (kernel_int8.h).
+// bias / residual may be null. path: -1 auto, 0 portable, 1 avx2, 2 avx-vnni, 3 avx512-vnni.
+// Returns 0, or 1 with a message in err.
+SMP_EXPORT int smp_int8_linear(const float* x, int64_t m, int64_t rows, int64_t cols, const int64_t* crow,
+                               const int64_t* col, const int8_t* values, const float* scale, const float* bias,
+                               const float* residual, float* y, int32_t threads, int32_t path, int32_t activation,
+                               char* err, size_t err_len) {
+  try {
+    std::string msg = check_call(m, activation);
+    smp::Int8Csr w;
+    if (msg.empty() && (rows < 0 || crow == nullptr)) msg = "crow missing";
+    if (msg.empty()) {
+      const int64_t n = crow[rows];
+      const int64_t crow_dims[1] = {rows + 1}, n_dims[1] = {n < 0 ? 0 : n}, r_dims[1] = {rows};
+      const smp::TensorView b = view(bias, smp::kDTypeFloat, r_dims, 1);
+      msg = smp::pack_int8_csr(rows, cols, view(crow, smp::kDTypeInt64, crow_dims, 1),
+                               view(col, smp::kDTypeInt64, n_dims, 1), view(values, smp::kDTypeInt8, n_dims, 1),
+                               view(scale, smp::kDTypeFloat, r_dims, 1), bias != nullptr ? &b : nullptr, &w);
+    }
+    if (msg.empty() && path < -1) msg = "path must be -1 (auto) .. 3";
+    if (msg.empty()) {
+      smp::ThreadRunner runner(threads);
+      smp::Epilogue epilogue;
+      epilogue.activation = activation;
+      epilogue.residual = residual;
+      msg = smp::int8_linear(w, x, m, y, static_cast<smp::Int8Path>(path > 3 ? 3 : path), runner, epilogue);
+    }
+    if (msg.empty()) return 0;
+    put_error(msg, err, err_len);
+  } catch (const std::exception& e) {
+    put_error(e.what(), err, err_len);
+  }
+  return 1;
+}
+
+// The int8 path that `requested` resolves to on this CPU (numbers as in smp_int8_linear).
+SMP_EXPORT int smp_int8_resolve_path(int32_t requested) {
+  return static_cast<int>(smp::resolve_int8_path(static_cast<smp::Int8Path>(requested < -1 || requested > 3 ? -1 : requested)));
 }
 
 }  // extern "C"

@@ -1,0 +1,167 @@
+#include "kernel_int8.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "scratch.h"
+#include "tiling.h"
+
+namespace smp {
+namespace {
+
+void quantize_tile_portable(const float* x, int64_t ld, int64_t mt, int64_t cols, uint8_t* xq, float* st) {
+  for (int64_t t = 0; t < kTile; ++t) {
+    float amax = 0.0f;
+    bool finite = true;
+    for (int64_t k = 0; t < mt && k < cols; ++k) {
+      const float v = x[t * ld + k];
+      finite = finite && std::isfinite(v);
+      amax = std::max(amax, std::fabs(v));
+    }
+    const float inv = (t < mt && finite && amax > 0.0f) ? 127.0f / amax : 0.0f;
+    st[t] = t >= mt ? 0.0f : (finite ? amax / 127.0f : NAN);
+    for (int64_t k = 0; k < cols; ++k) {
+      const float q = t < mt ? std::nearbyint(x[t * ld + k] * inv) : 0.0f;
+      xq[k * kTile + t] = static_cast<uint8_t>(static_cast<int>(std::min(127.0f, std::max(-127.0f, q))) + 128);
+    }
+  }
+}
+
+void accumulate_portable(const Int8Csr& w, const uint8_t* xq, const float* st, int64_t r0, int64_t r1, float* yt) {
+  for (int64_t r = r0; r < r1; ++r) {
+    int32_t acc[kTile] = {0};
+    for (int64_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e) {
+      const int32_t q = w.values[e];
+      const uint8_t* xp = xq + w.col_off[e];
+      for (int64_t t = 0; t < kTile; ++t) acc[t] += q * (static_cast<int32_t>(xp[t]) - 128);
+    }
+    for (int64_t t = 0; t < kTile; ++t) {
+      const float s = w.scale[r] * st[t];
+      yt[(r - r0) * kTile + t] = w.bias[r] + s * static_cast<float>(acc[t]);
+    }
+  }
+}
+
+struct Int8Scratch {
+  Buffer xq, st, yt;
+  uint64_t job = 0;
+  int64_t tile = -1;
+};
+thread_local Int8Scratch tls;
+
+struct Job {
+  const Int8Csr* w;
+  const float* x;
+  float* y;
+  int64_t m, splits, rows_per_split;
+  const Int8Ops* ops;
+  const KernelOps* store;
+  bool stream;
+  Epilogue epilogue;
+  uint64_t id;
+  std::atomic<bool> failed{false};
+};
+
+constexpr int64_t kRowBlock = 64;
+
+void run_task(void* data, size_t index) {
+  Job& job = *static_cast<Job*>(data);
+  const Int8Csr& w = *job.w;
+  const int64_t tile = static_cast<int64_t>(index) / job.splits, split = static_cast<int64_t>(index) % job.splits;
+  const int64_t m0 = tile * kTile, mt = std::min<int64_t>(kTile, job.m - m0);
+  const int64_t r0 = split * job.rows_per_split, r1 = std::min(w.rows, r0 + job.rows_per_split);
+  if (mt <= 0 || r0 >= r1) return;
+  auto* xq = reinterpret_cast<uint8_t*>(tls.xq.get(static_cast<size_t>(std::max<int64_t>(w.cols, 1) * kTile / 4)));
+  float* st = tls.st.get(kTile);
+  float* yt = tls.yt.get(static_cast<size_t>(kRowBlock * kTile));
+  if (xq == nullptr || st == nullptr || yt == nullptr) {
+    job.failed.store(true);
+    return;
+  }
+  if (tls.job != job.id || tls.tile != tile) {
+    job.ops->quantize_tile(job.x + m0 * w.cols, w.cols, mt, w.cols, xq, st);
+    tls.job = job.id;
+    tls.tile = tile;
+  }
+  for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
+    const int64_t b1 = std::min(r1, b0 + kRowBlock);
+    job.ops->accumulate(w, xq, st, b0, b1, yt);
+    const int64_t at = m0 * w.rows + b0;
+    const float* res = job.epilogue.residual != nullptr ? job.epilogue.residual + at : nullptr;
+    job.store->store(yt, b1 - b0, mt, job.y + at, w.rows, job.stream, job.epilogue, res);
+  }
+}
+
+bool cpu_has(const char* feature) {
+#if defined(__x86_64__) && defined(SMP_HAVE_AVX2)
+  if (std::strcmp(feature, "avx2") == 0) return __builtin_cpu_supports("avx2");
+  if (std::strcmp(feature, "avxvnni") == 0) return __builtin_cpu_supports("avxvnni");
+  if (std::strcmp(feature, "avx512vnni") == 0)
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+#endif
+  (void)feature;
+  return false;
+}
+
+}  // namespace
+
+const Int8Ops& int8_portable_ops() {
+  static const Int8Ops ops{quantize_tile_portable, accumulate_portable};
+  return ops;
+}
+
+const char* int8_path_name(Int8Path path) {
+  switch (path) {
+    case Int8Path::kAvx2: return "avx2";
+    case Int8Path::kAvxVnni: return "avx-vnni";
+    case Int8Path::kAvx512Vnni: return "avx512-vnni";
+    default: return "portable";
+  }
+}
+
+Int8Path resolve_int8_path(Int8Path requested) {
+  if (requested == Int8Path::kAuto) {
+    requested = Int8Path::kAvx512Vnni;
+    const char* env = std::getenv("SMP_SPARSE_INT8");
+    for (int p = 0; env != nullptr && p <= 3; ++p)
+      if (std::strcmp(env, int8_path_name(static_cast<Int8Path>(p))) == 0) requested = static_cast<Int8Path>(p);
+  }
+  const bool avx2 = cpu_has("avx2");
+  if (requested == Int8Path::kAvx512Vnni && avx2 && cpu_has("avx512vnni")) return Int8Path::kAvx512Vnni;
+  if (requested >= Int8Path::kAvxVnni && avx2 && cpu_has("avxvnni")) return Int8Path::kAvxVnni;
+  if (requested >= Int8Path::kAvx2 && avx2) return Int8Path::kAvx2;
+  return Int8Path::kPortable;
+}
+
+std::string int8_linear(const Int8Csr& w, const float* x, int64_t m, float* y, Int8Path path, Runner& runner,
+                        const Epilogue& epilogue) {
+  if (m <= 0 || w.rows == 0) return "";
+  if (epilogue.ln_gamma != nullptr) return "the int8 linear has no LayerNorm epilogue";
+  const int64_t tiles = (m + kTile - 1) / kTile;
+  const Int8Path resolved = resolve_int8_path(path);
+  Job job;
+  plan_splits(tiles, w.rows, 1, &job.splits, &job.rows_per_split);
+  job.w = &w;
+  job.x = x;
+  job.y = y;
+  job.m = m;
+  job.ops = resolved == Int8Path::kPortable ? &int8_portable_ops() : &int8_x86_ops(resolved);
+  job.store = resolved == Int8Path::kPortable ? &portable_ops() : &ops_for(resolve_isa(Isa::kAvx2));
+  job.stream = streaming_wanted(m, w.rows);
+  job.epilogue = epilogue;
+  job.id = new_job_id();
+  std::string err = runner.parallel_for(static_cast<size_t>(tiles * job.splits), run_task, &job);
+  if (err.empty() && job.failed.load()) err = "out of memory for the int8 kernel's scratch buffers";
+  return err;
+}
+
+}  // namespace smp
+
+#if !defined(SMP_HAVE_AVX2)
+namespace smp {
+const Int8Ops& int8_x86_ops(Int8Path) { return int8_portable_ops(); }
+}  // namespace smp
+#endif
