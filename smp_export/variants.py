@@ -14,8 +14,8 @@ is offered where the graph holds plain dense MatMuls: ``dense`` and ``compact``.
 ``sparse-initializer``: onnxruntime densifies sparse initializers at load, and quantize_dynamic
 cannot read them ("Invalid model with unknown initializers"); its int8 form would be ``dense``
 int8, so it is refused rather than duplicated. Not on the kernel variants (``sparse-kernel``,
-``auto``): their linears are ai.smp nodes that onnxruntime cannot quantize, and the int8 sparse
-kernels are not built yet. ``check_precision`` refuses these before any work.
+``auto``): their linears are ai.smp nodes that onnxruntime cannot quantize, and no pass writes the
+int8 kernel (``ai.smp.SparseLinearInt8``) yet. ``check_precision`` refuses these before any work.
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ class Variant:
 
 _DENSIFIED = ("onnxruntime densifies sparse initializers at load and cannot quantize them; its int8 form "
               "would be the dense one")
-_NO_INT8_KERNELS = "its linears are ai.smp sparse kernels, and the int8 sparse kernels are not built yet"
+_NO_INT8_KERNELS = ("its linears are ai.smp sparse kernels, and no export pass writes the int8 kernel "
+                    "(ai.smp.SparseLinearInt8) yet")
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("dense", stores="zeros kept in dense matrices (the baseline)", precisions=(FP32, INT8)),

@@ -16,6 +16,8 @@ constexpr const char* kFfnOpType = "SparseFFN";
 const ort::CustomOp* attention_op();
 // The ai.smp.SparseFFN operator (ffn_op.cc).
 const ort::CustomOp* ffn_op();
+// The ai.smp.SparseLinearInt8 operator (int8_op.cc).
+const ort::CustomOp* int8_linear_op();
 
 // Adds the ai.smp domain (SparseLinear, Attention, SparseFFN) to `options`; a status on failure.
 ort::Status* register_ops(ort::SessionOptions* options, const ort::ApiBase* base);

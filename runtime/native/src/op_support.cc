@@ -157,6 +157,11 @@ std::string constant_views(const Api& api, const ort::KernelInfo* info, size_t f
 
 }  // namespace
 
+std::string constant_inputs(const Api& api, const ort::KernelInfo* info, size_t first, size_t n, TensorView* views,
+                            bool* constant) {
+  return constant_views(api, info, first, n, views, constant);
+}
+
 std::string read_weight_shape(const Api& api, const ort::KernelInfo* info, const char* shape_attr,
                               const char* block_attr, WeightSlot* slot) {
   std::vector<int64_t> shape, block{1, 1};

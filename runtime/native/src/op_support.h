@@ -46,6 +46,9 @@ struct WeightSlot {
   PackedMatrix packed;
   std::string label() const { return *name ? std::string(name) + ": " : std::string(); }
 };
+// Inputs first .. first + n - 1 that are constant initializers, as views (constant[i] set).
+std::string constant_inputs(const ort::Api& api, const ort::KernelInfo* info, size_t first, size_t n,
+                            TensorView* views, bool* constant);
 // Reads and checks the shape / block-shape attributes into the slot (nothing allocated).
 std::string read_weight_shape(const ort::Api& api, const ort::KernelInfo* info, const char* shape_attr,
                               const char* block_attr, WeightSlot* slot);
