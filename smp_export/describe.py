@@ -19,6 +19,7 @@ from .formats.compact import CompactionResult
 from .graph import linear_initializer_name
 from .passes import module_of
 from .passes.sparse_linear import ARRAY_KEYS
+from .passes.sparse_linear_int8 import INT8_KEYS
 from .variants import Variant
 from .versions import SOURCE_DIGEST_KEY, collect_versions, source_digest
 
@@ -39,7 +40,7 @@ def uses_kernels(model: onnx.ModelProto) -> bool:
 
 
 def _layer_bytes(name: str, sizes: Mapping[str, int]) -> int:
-    kernel = [f"{module_of(name)}.{key}" for key in ARRAY_KEYS]
+    kernel = [f"{module_of(name)}.{key}" for key in dict.fromkeys((*ARRAY_KEYS, *INT8_KEYS))]
     if kernel[0] in sizes:
         return sum(sizes.get(k, 0) for k in kernel)
     return sizes.get(linear_initializer_name(name), 0)

@@ -25,7 +25,7 @@ from .describe import describe, initializer_bytes, layer_records, totals, uses_k
 from .errors import ExportError
 from .formats.compact import compact
 from .graph import build_onnx_model
-from .int8 import QUANTIZATION, fold_quantized_sizes, quantize_int8
+from .int8 import KERNEL_QUANTIZATION, QUANTIZATION, fold_quantized_sizes, quantize_int8
 from .options import INT8, ExportOptions
 from .output import copy_tokenizer, file_sizes, write_atomically, write_config
 from .passes import attention_fusion_pass
@@ -62,9 +62,12 @@ def attention_mode(options: ExportOptions) -> str:
 def export_options_record(options: ExportOptions) -> dict:
     """What shaped the graph beyond the checkpoint, as the manifest records it (int8: the
     quantization settings too)."""
-    record = {"attention": attention_mode(options), **get_variant(options.weights).record(options)}
-    if options.precision == INT8:
+    variant = get_variant(options.weights)
+    record = {"attention": attention_mode(options), **variant.record(options)}
+    if variant.quantizes_graph(options.precision):
         record["quantization"] = dict(QUANTIZATION)
+    elif options.precision == INT8:
+        record["quantization"] = dict(KERNEL_QUANTIZATION)
     return record
 
 
@@ -78,13 +81,14 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, variant: Variant, opti
     model = build_onnx_model(ckpt.config, weights, ckpt.head, arch=ckpt.arch,
                              options=replace(options.graph, check=False))
     model = attention_fusion_pass(model, attention_mode(options))
-    for rewrite in variant.storage:
+    storage, fusions = variant.passes(options.precision)
+    for rewrite in storage:
         model = rewrite(model, plan)
     stored_sizes = initializer_bytes(model)      # per linear, before fusions stack Q, K and V
-    for rewrite in variant.fusions:
+    for rewrite in fusions:
         model = rewrite(model, plan)
     _save(model, directory / MODEL_FILE)
-    if options.precision == INT8:
+    if variant.quantizes_graph(options.precision):
         model = quantize_int8(directory / MODEL_FILE)
         stored_sizes = fold_quantized_sizes(initializer_bytes(model))
     write_config(ckpt, directory)

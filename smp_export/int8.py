@@ -53,6 +53,10 @@ logger = logging.getLogger(__name__)
 #: What ``quantize_int8`` asks of ``quantize_dynamic`` (recorded in the manifest's export_options).
 QUANTIZATION: dict[str, Any] = {"method": "onnxruntime.quantize_dynamic", "weight_type": "QInt8",
                                 "per_channel": True, "reduce_range": False, "op_types": ["MatMul"]}
+#: What the kernel variants' int8 (``ai.smp.SparseLinearInt8``) does instead, for the manifest.
+KERNEL_QUANTIZATION: dict[str, Any] = {"method": "ai.smp.SparseLinearInt8", "weights": "int8, symmetric per output row",
+                                       "activations": "int8, symmetric per token, inside the node",
+                                       "accumulation": "int32", "other_ops": "fp32"}
 #: The initializers quantize_dynamic writes for a weight ``W``: ``W_quantized``, its scale and zero point.
 _PARTS = ("_quantized", "_scale", "_zero_point")
 

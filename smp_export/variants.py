@@ -13,9 +13,13 @@ int8 (``--precision int8``) is onnxruntime's own dynamic quantization of the sav
 is offered where the graph holds plain dense MatMuls: ``dense`` and ``compact``. Not on
 ``sparse-initializer``: onnxruntime densifies sparse initializers at load, and quantize_dynamic
 cannot read them ("Invalid model with unknown initializers"); its int8 form would be ``dense``
-int8, so it is refused rather than duplicated. Not on the kernel variants (``sparse-kernel``,
-``auto``): their linears are ai.smp nodes that onnxruntime cannot quantize, and no pass writes the
-int8 kernel (``ai.smp.SparseLinearInt8``) yet. ``check_precision`` refuses these before any work.
+int8, so it is refused rather than duplicated. ``sparse-kernel`` int8 is this project's own
+kernel: its ``int8_storage`` pass writes every pruned linear as ``ai.smp.SparseLinearInt8``
+(int8 CSR, per-row weight scales, per-token activations) and no fp32 fusions follow (SparseFFN,
+GELU / residual / LayerNorm folding and Q/K/V stacking exist in fp32 only), so on the shipped
+MiniLM it is slower than fp32 ``sparse-kernel`` for now (``benchmarks/results/*-int8-variant-*``).
+Not on ``auto``: its per-layer choice among dense, CSR and BSR has no int8 candidates yet.
+``check_precision`` refuses these before any work.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from .graph import linear_initializer_name
 from .int8 import validate_int8
 from .options import FP32, INT8, PRECISIONS, ExportOptions
 from .passes import KERNEL_FUSIONS as _FUSIONS
-from .passes import sparse_initializer_pass, sparse_linear_pass
+from .passes import sparse_initializer_pass, sparse_linear_int8_pass, sparse_linear_pass
 from .validate import ValidationConfig, validate_fp32
 
 CPU, CUDA = "cpu", "cuda"
@@ -80,6 +84,10 @@ def _sparse_linears(model: onnx.ModelProto, plan: ExportPlan) -> onnx.ModelProto
     return sparse_linear_pass(model, {n: c.spec for n, c in plan.choices.items() if c.spec is not None})
 
 
+def _sparse_linears_int8(model: onnx.ModelProto, plan: ExportPlan) -> onnx.ModelProto:
+    return sparse_linear_int8_pass(model, [n for n, c in plan.choices.items() if c.spec is not None])
+
+
 def _model_pass(fn: Callable[[onnx.ModelProto], onnx.ModelProto]) -> Pass:
     """A pass that needs nothing but the model."""
     def run(model: onnx.ModelProto, plan: ExportPlan) -> onnx.ModelProto:
@@ -113,6 +121,20 @@ class Variant:
     precision_note: str = ""         # why the precisions it lacks are not offered (check_precision says it)
     validate: Validator = validate_fp32
     validate_int8: Validator = validate_int8
+    # int8 by this project's kernels (``ai.smp.SparseLinearInt8``) instead of onnxruntime's dynamic
+    # quantization of the saved graph: these storage / fusion passes replace the fp32 ones.
+    int8_storage: tuple[Pass, ...] | None = None
+    int8_fusions: tuple[Pass, ...] = ()
+
+    def passes(self, precision: str) -> tuple[tuple[Pass, ...], tuple[Pass, ...]]:
+        """(storage, fusions) for ``precision``."""
+        if precision == INT8 and self.int8_storage is not None:
+            return self.int8_storage, self.int8_fusions
+        return self.storage, self.fusions
+
+    def quantizes_graph(self, precision: str) -> bool:
+        """Whether ``precision`` is reached by onnxruntime's quantize_dynamic of the saved graph."""
+        return precision == INT8 and self.int8_storage is None
 
     def validator(self, precision: str) -> Validator:
         """How an export of this variant in ``precision`` is validated."""
@@ -132,8 +154,8 @@ class Variant:
 
 _DENSIFIED = ("onnxruntime densifies sparse initializers at load and cannot quantize them; its int8 form "
               "would be the dense one")
-_NO_INT8_KERNELS = ("its linears are ai.smp sparse kernels, and no export pass writes the int8 kernel "
-                    "(ai.smp.SparseLinearInt8) yet")
+_NO_INT8_KERNELS = ("its per-layer choice among dense, CSR and BSR kernels has no int8 candidates yet, and "
+                    "no export pass writes the int8 kernel (ai.smp.SparseLinearInt8) for it")
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("dense", stores="zeros kept in dense matrices (the baseline)", precisions=(FP32, INT8)),
@@ -143,7 +165,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("compact", compacts=True, precisions=(FP32, INT8),
             stores="provably dead heads and FFN neurons removed: structurally smaller dense matrices"),
     Variant("sparse-kernel", choose=_csr_everywhere, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
-            attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(), precision_note=_NO_INT8_KERNELS,
+            attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(), precisions=(FP32, INT8),
+            int8_storage=(_sparse_linears_int8,),
             stores="every pruned linear as ai.smp.SparseLinear (CSR; feed-forward pairs as SparseFFN, Q/K/V "
                    "stacked), attention as ai.smp.Attention"),
     Variant("auto", compacts=True, choose=_autotuned, autotunes=True, storage=(_sparse_linears,), fusions=_FUSION_STEPS,

@@ -189,7 +189,7 @@ def test_int8_peers_are_built_timed_and_scored(tiny_model_dir, data_files, tmp_p
     assert int8["n"] == 2 and int8["onnx_bytes"] < fp32["onnx_bytes"]
     assert 0.99 < int8["cosine_mean"] < 1.0 and int8["eval_n"] == 8 and 0.0 <= int8["task_accuracy"] <= 1.0
     assert (next(cache.glob("*/sparsity0.90-dense-int8")) / "model.onnx").is_file()
-    refused = _invoke("--model-dir", tiny_model_dir, "--cache-dir", cache, "--variants", "sparse-kernel",
+    refused = _invoke("--model-dir", tiny_model_dir, "--cache-dir", cache, "--variants", "sparse-initializer",
                       "--precisions", "int8", *FAST, "-o", tmp_path / "x")
     assert refused.exit_code == 2 and "--precisions" in refused.output and not (tmp_path / "x").exists()
 

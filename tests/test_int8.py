@@ -69,20 +69,20 @@ def test_an_impossible_threshold_refuses_the_export_and_writes_nothing(tmp_path)
     assert result.exit_code == 2 and "--min-cosine" in result.output and not (tmp_path / "o").exists()
 
 
-def test_int8_is_offered_by_dense_and_compact_only_and_refused_before_any_work(tmp_path):
-    assert [n for n, v in VARIANTS.items() if "int8" in v.precisions] == ["dense", "compact"]
+def test_int8_is_offered_by_dense_compact_and_sparse_kernel_and_refused_before_any_work(tmp_path):
+    assert [n for n, v in VARIANTS.items() if "int8" in v.precisions] == ["dense", "compact", "sparse-kernel"]
     assert all("fp32" in v.precisions for v in VARIANTS.values())
-    for weights, why in (("sparse-kernel", "no export pass writes the int8 kernel"),
-                         ("auto", "no export pass writes the int8 kernel"),
+    for weights, why in (("auto", "no export pass writes the int8 kernel"),
                          ("sparse-initializer", "densifies sparse initializers")):
         with pytest.raises(ExportError, match=why) as info:
             check_precision(VARIANTS[weights], "int8")
-        assert info.value.field == "--precision" and "use --weights dense or compact" in str(info.value)
+        assert info.value.field == "--precision"
+        assert "use --weights dense or compact or sparse-kernel" in str(info.value)
     with pytest.raises(ExportError, match="unknown precision 'fp16'"):
         export_onnx(tiny_checkpoint(), tmp_path / "x", options=ExportOptions(weights="dense", precision="fp16"))
     # The model directory does not exist: refused on the option, not on the checkpoint.
     result = CliRunner().invoke(export_main, [str(tmp_path / "missing"), "--precision", "int8", "--weights",
-                                       "sparse-kernel", "-o", str(tmp_path / "out")])
+                                       "auto", "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "--precision" in result.output and "no export pass writes" in result.output
     assert "missing" not in result.output.split("--precision")[0] and not (tmp_path / "out").exists()
 

@@ -4,7 +4,8 @@ test on a tiny graph built with ``onnx.helper``. They share ``matcher`` (the gra
 matching, clean-up). In the order the kernel variants run them:
 
 - ``attention.attention_fusion_pass``: plain attention cores -> ``MultiHeadAttention`` / ``ai.smp.Attention``;
-- ``sparse_linear.sparse_linear_pass``: pruned MatMul + Add -> ``ai.smp.SparseLinear``;
+- ``sparse_linear.sparse_linear_pass``: pruned MatMul + Add -> ``ai.smp.SparseLinear``
+  (``sparse_linear_int8.sparse_linear_int8_pass``: -> ``ai.smp.SparseLinearInt8``, for int8);
 - ``gelu.gelu_fusion_pass``, ``residual.residual_fusion_pass``, ``layer_norm.layer_norm_fusion_pass``:
   what follows a SparseLinear folded into it;
 - ``ffn.ffn_fusion_pass``: a feed-forward pair -> ``ai.smp.SparseFFN``;
@@ -21,10 +22,11 @@ from .qkv import qkv_fusion_pass
 from .residual import residual_fusion_pass
 from .sparse_initializer import sparse_initializer_pass
 from .sparse_linear import KernelSpec, module_of, sparse_arrays, sparse_linear_pass
+from .sparse_linear_int8 import INT8_KEYS, sparse_linear_int8_pass
 
 # What the kernel variants run after ``sparse_linear_pass``, in this order.
 KERNEL_FUSIONS = (gelu_fusion_pass, residual_fusion_pass, layer_norm_fusion_pass, ffn_fusion_pass, qkv_fusion_pass)
 
-__all__ = ["KERNEL_FUSIONS", "KernelSpec", "attention_fusion_pass", "ffn_fusion_pass", "gelu_fusion_pass",
-           "layer_norm_fusion_pass", "module_of", "qkv_fusion_pass", "residual_fusion_pass", "sparse_arrays", "sparse_initializer_pass",
-           "sparse_linear_pass"]
+__all__ = ["INT8_KEYS", "KERNEL_FUSIONS", "KernelSpec", "attention_fusion_pass", "ffn_fusion_pass", "gelu_fusion_pass",
+           "layer_norm_fusion_pass", "module_of", "qkv_fusion_pass", "residual_fusion_pass", "sparse_arrays",
+           "sparse_initializer_pass", "sparse_linear_int8_pass", "sparse_linear_pass"]

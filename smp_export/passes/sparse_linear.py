@@ -75,7 +75,7 @@ def sparse_arrays(weight: np.ndarray, spec: KernelSpec) -> dict[str, np.ndarray]
             "values": sparse.values.numpy().astype(np.float32)}
 
 
-def _find_linear(view: GraphView, module: str) -> tuple[onnx.NodeProto, onnx.NodeProto]:
+def find_linear(view: GraphView, module: str) -> tuple[onnx.NodeProto, onnx.NodeProto]:
     """The MatMul(X, <m>.weight_t) and its only consumer Add(·, <m>.bias); ExportError if absent."""
     wt, bias = f"{module}.weight_t", f"{module}.bias"
     users = view.consumers(wt)
@@ -92,22 +92,36 @@ def _find_linear(view: GraphView, module: str) -> tuple[onnx.NodeProto, onnx.Nod
 
 def _replace(view: GraphView, module: str, spec: KernelSpec, shapes: dict[str, list]) -> int:
     """Rewrite one linear in place; returns the stored nonzero count."""
-    matmul, add = _find_linear(view, module)
+    matmul, add = find_linear(view, module)
     wt = view.array(f"{module}.weight_t")
     arrays = sparse_arrays(wt.T, spec)
-    names = [f"{module}.{key}" for key in ARRAY_KEYS]
-    for name, key in zip(names, ARRAY_KEYS):
-        if view.initializer(name) is not None:
-            raise ExportError(f"initializer {name!r} already exists", field=module)
-        view.graph.initializer.append(numpy_helper.from_array(arrays[key], name))
+    names = add_initializers(view, module, arrays, ARRAY_KEYS)
     node = helper.make_node(SPARSE_OP, [matmul.input[0], *names, f"{module}.bias"], [add.output[0]],
                             name=f"{node_path(module)}/{SPARSE_OP}", domain=SPARSE_DOMAIN,
                             shape=[int(wt.shape[1]), int(wt.shape[0])], block_shape=list(map(int, spec.block_shape)))
-    if add.output[0] in shapes and not view.is_output(add.output[0]):
-        view.graph.value_info.append(helper.make_tensor_value_info(add.output[0], TensorProto.FLOAT,
-                                                                   shapes[add.output[0]]))
-    view.replace([matmul, add], [node])
+    put_node(view, (matmul, add), node, shapes)
     return int(arrays["values"].size)
+
+
+def add_initializers(view: GraphView, module: str, arrays: Mapping[str, np.ndarray], keys: Iterable[str]) -> list[str]:
+    """Add ``<module>.<key>`` initializers; ExportError if one exists already. Returns the names."""
+    names = []
+    for key in keys:
+        name = f"{module}.{key}"
+        if view.initializer(name) is not None:
+            raise ExportError(f"initializer {name!r} already exists", field=module)
+        view.graph.initializer.append(numpy_helper.from_array(arrays[key], name))
+        names.append(name)
+    return names
+
+
+def put_node(view: GraphView, linear: tuple[onnx.NodeProto, onnx.NodeProto], node: onnx.NodeProto,
+             shapes: Mapping[str, list]) -> None:
+    """Replace a linear's MatMul + Add with ``node``, stating the output's shape in value_info."""
+    out = linear[1].output[0]
+    if out in shapes and not view.is_output(out):
+        view.graph.value_info.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, shapes[out]))
+    view.replace(list(linear), [node])
 
 
 def sparse_linear_pass(model: onnx.ModelProto,
