@@ -21,7 +21,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -158,44 +158,36 @@ def _probe(path: str, batch: int, threads: int, feeds_path: str, names: Sequence
     return f"compile_model(batch_size={batch}) ended the process (exit {run.returncode}): {key[0]}"
 
 
-def _worker(job_path: Path) -> None:
-    """Inside the DeepSparse venv: compile, time interleaved with onnxruntime dense, write outputs."""
-    import deepsparse
-    import onnxruntime as ort
+def _compile(models: Mapping[str, str], batch: int, threads: int, feeds_path: str, names: Sequence[str],
+             errors: dict[str, str], supported: dict[str, float]) -> dict[str, Any]:
+    """Every model not failed yet, probed (``_probe``) then compiled at ``batch``; a failure is
+    recorded in ``errors`` (the model is not tried again), ``fraction_of_supported_ops`` in ``supported``."""
     from deepsparse import compile_model
 
-    sys.path.insert(0, str(ROOT))
+    engines = {}
+    for name, path in models.items():
+        if name in errors:
+            continue
+        errors_here = _probe(path, batch, threads, feeds_path, names)
+        if errors_here:
+            errors[name] = errors_here
+            continue
+        try:
+            engine = compile_model(path, batch_size=batch, num_cores=threads)
+            supported[name] = float(getattr(engine, "fraction_of_supported_ops", float("nan")))
+            engines[name] = engine
+        except Exception as exc:  # DeepSparse raises plain Exceptions / RuntimeErrors
+            errors[name] = f"{type(exc).__name__}: {str(exc).strip()[-600:]}"
+    return engines
+
+
+def _time_batches(job: Mapping[str, Any], reference: Any, engines: Callable[[int, str], dict[str, Any]],
+                  errors: dict[str, str]) -> dict[str, dict[str, list[float]]]:
+    """Per timing batch: every engine that runs once, timed interleaved with onnxruntime dense."""
     from smp_bench.harness import Runner, TimingPlan, time_interleaved
 
-    job = json.loads(Path(job_path).read_text())
-    names, threads = job["inputs"], job["threads"]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    reference = ort.InferenceSession(job["reference"], options, providers=["CPUExecutionProvider"])
-    errors: dict[str, str] = {}
-    supported: dict[str, float] = {}
+    names = job["inputs"]
     times: dict[str, dict[str, list[float]]] = {}
-    engines_at: dict[int, dict[str, Any]] = {}
-
-    def engines(batch: int, feeds_path: str) -> dict[str, Any]:
-        if batch not in engines_at:
-            engines_at[batch] = {}
-            for name, path in job["models"].items():
-                if name in errors:
-                    continue
-                errors_here = _probe(path, batch, threads, feeds_path, names)
-                if errors_here:
-                    errors[name] = errors_here
-                    continue
-                try:
-                    engine = compile_model(path, batch_size=batch, num_cores=threads)
-                    supported[name] = float(getattr(engine, "fraction_of_supported_ops", float("nan")))
-                    engines_at[batch][name] = engine
-                except Exception as exc:  # DeepSparse raises plain Exceptions / RuntimeErrors
-                    errors[name] = f"{type(exc).__name__}: {str(exc).strip()[-600:]}"
-        return engines_at[batch]
-
     for batch_text, feeds_path in job["timing_feeds"].items():
         batch = int(batch_text)
         with np.load(feeds_path) as data:
@@ -212,6 +204,13 @@ def _worker(job_path: Path) -> None:
         runners += [Runner(name, (lambda e=engine, f=feeds: e.run(f))) for name, engine in runnable.items()]
         plan = TimingPlan(runs=int(job["rounds"][batch_text]), warmup=int(job["warmup"]))
         times[batch_text] = time_interleaved(runners, plan, batch_size=batch).times_s
+    return times
+
+
+def _eval_outputs(job: Mapping[str, Any], engines: Callable[[int, str], dict[str, Any]],
+                  errors: dict[str, str]) -> dict[str, np.ndarray]:
+    """Each engine that has not failed, on the evaluation inputs in chunks of ``eval_batch`` rows."""
+    names = job["inputs"]
     outputs = {}
     with np.load(job["eval_feeds"]) as data:
         eval_feeds = {name: data[name] for name in names}
@@ -223,6 +222,32 @@ def _worker(job_path: Path) -> None:
                                                                                        int(job["eval_batch"]))])
         except Exception as exc:
             errors[name] = f"{type(exc).__name__} on the eval batches: {str(exc).strip()[-600:]}"
+    return outputs
+
+
+def _worker(job_path: Path) -> None:
+    """Inside the DeepSparse venv: compile, time interleaved with onnxruntime dense, write outputs."""
+    import deepsparse
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(ROOT))
+    job = json.loads(Path(job_path).read_text())
+    names, threads = job["inputs"], job["threads"]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    reference = ort.InferenceSession(job["reference"], options, providers=["CPUExecutionProvider"])
+    errors: dict[str, str] = {}
+    supported: dict[str, float] = {}
+    engines_at: dict[int, dict[str, Any]] = {}
+
+    def engines(batch: int, feeds_path: str) -> dict[str, Any]:
+        if batch not in engines_at:
+            engines_at[batch] = _compile(job["models"], batch, threads, feeds_path, names, errors, supported)
+        return engines_at[batch]
+
+    times = _time_batches(job, reference, engines, errors)
+    outputs = _eval_outputs(job, engines, errors)
     np.savez(job["outputs"], **outputs)
     Path(job["out"]).write_text(json.dumps({"deepsparse": deepsparse.__version__, "onnxruntime": ort.__version__,
                                             "times_s": times, "errors": errors,

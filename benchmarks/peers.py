@@ -22,6 +22,10 @@ DeepSparse 1.8.0 (its own venv and process, ``peer_deepsparse.py``). Every row i
 same held-out BBC News texts against ``ort-dense``'s outputs. Writes
 ``benchmarks/results/<stamp>-peers-<machine>/results.{json,md}`` and ``timings.json`` and adds a
 line to ``benchmarks/results/INDEX.md``.
+
+The groups are built by ``peer_groups.py``, the peers' rows by ``peer_rows.py``, DeepSparse's by
+``peer_deepsparse_group.py`` (its worker: ``peer_deepsparse.py``); the arithmetic and the report
+are ``smp_bench.peers``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ import logging  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -49,183 +52,26 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
-from peer_deepsparse import DEFAULT_VENV, OWN_REFERENCE, deepsparse_rows  # noqa: E402
-from peer_rows import (Row, export_bytes, file_bytes, missing, nncf_qdq_onnx, openvino_rows, ov_type_name,  # noqa: E402
-                       optimum_rows, ort_int8_row, ort_row)
+from peer_deepsparse import DEFAULT_VENV  # noqa: E402
+from peer_deepsparse_group import deepsparse_group  # noqa: E402
+from peer_groups import Collected, Group, magnitude_group, shipped_group  # noqa: E402
+from peer_rows import Row, export_bytes, openvino_rows, ov_type_name, optimum_rows, ort_int8_row, ort_row  # noqa: E402
 
 from runtime.contract import CONFIG_FILE, HIDDEN, MODEL_FILE  # noqa: E402
 from runtime.errors import SmpError  # noqa: E402
-from runtime.kernels import SPARSE_DOMAIN  # noqa: E402
-from runtime.manifest import MANIFEST_NAME, Manifest  # noqa: E402
 from runtime.tokenize import Tokenizer  # noqa: E402
 from smp_bench import accuracy as acc  # noqa: E402
 from smp_bench.config import BenchConfig  # noqa: E402
 from smp_bench.harness import Runner, TimingPlan, time_interleaved  # noqa: E402
 from smp_bench.peers import (EMBEDDINGS, LOGITS, REFERENCE, RowInfo, Skipped, add_index_row, build_rows,  # noqa: E402
-                             chained_fields, cpu_snapshot, cpu_vector_flags, eval_vectors, fp32_twins, index_row,
-                             other_cores, results_dir, score_rows, sections, speed_fields, table, twin_fields,
-                             write_results)
+                             cpu_snapshot, cpu_vector_flags, eval_vectors, fp32_twins, index_row, other_cores,
+                             results_dir, score_rows, sections, speed_fields, table, twin_fields, write_results)
 from smp_bench.stats import cpu_isa, environment  # noqa: E402
 
 logger = logging.getLogger("peers")
-SHIPPED = ROOT / "checkpoints" / "minilm-bbc-smp-s-keep0.10"
 GROUPS = ("shipped", "magnitude")
 PEER_PACKAGES = ("openvino", "nncf", "optimum", "optimum-onnx")
 PEER_FAMILIES = ("ort-int8", "optimum", "openvino")
-
-
-@dataclass
-class Group:
-    """One interleaved run's models: the dense reference export and the project's exports."""
-
-    name: str
-    description: str
-    reference: Path
-    exports: list[tuple[RowInfo, Path]] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Collected:
-    """Everything the run measured, for the report."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    timings: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
-    descriptions: dict[str, str] = field(default_factory=dict)
-    other_cores: dict[str, float | None] = field(default_factory=dict)   # others' busy cores while timing
-
-
-# ---------------------------------------------------------------------------- the project's exports
-
-def _bench_config(args: argparse.Namespace, **options: Any) -> BenchConfig:
-    """smp-bench's config for the builds: ``auto`` tuned at the largest batch x seq-len and --threads."""
-    return BenchConfig.from_flat(batch=max(args.batch), seq_len=args.seq_len, threads=args.threads,
-                                 cache_dir=args.cache_dir, torch_eager=False, **options)
-
-
-def _builds(config: BenchConfig, notes: list[str]) -> list[tuple[str, str]]:
-    """Every (variant, precision) of the variant table that runs on the CPU, as smp-bench builds them."""
-    from smp_bench.plan import export_builds
-
-    return export_builds(config, notes)
-
-
-def _current(out: Path, options: Any, source: Path) -> bool:
-    """``out`` is a validated export of ``source`` made by this exporter code with ``options``."""
-    from smp_export.export import export_options_record
-    from smp_export.versions import SOURCE_DIGEST_KEY, source_digest
-
-    try:
-        manifest = Manifest.read(out)
-        same_source = Path(manifest.source_path).resolve() == source.resolve()
-    except (SmpError, OSError):
-        return False
-    return (same_source and (out / MODEL_FILE).is_file() and manifest.validation.passed
-            and manifest.weights == options.weights and manifest.precision == options.precision
-            and manifest.versions.get(SOURCE_DIGEST_KEY) == source_digest()
-            and manifest.export_options == export_options_record(options))
-
-
-def project_info(name: str, export_dir: Path, model: str, sparsity: float) -> RowInfo:
-    """A project export as a row: what its manifest says it is; a dense peer unless it needs ai.smp."""
-    manifest = Manifest.read(export_dir)
-    kernels = SPARSE_DOMAIN in manifest.custom_op_domains
-    method = f"smp-export --weights {manifest.weights} --precision {manifest.precision}"
-    return RowInfo(name, "onnxruntime", model, manifest.precision, method + (" (ai.smp kernels)" if kernels else ""),
-                   not kernels, export_bytes(export_dir), str(export_dir), sparsity)
-
-
-def _reference_of(export_dirs: Sequence[Path], config: BenchConfig) -> Path:
-    """smp-bench's ort-dense for these exports: the unpruned model of their source (cached)."""
-    from smp_bench.plan import plan_variants
-
-    specs, _, _ = plan_variants(BenchConfig.from_flat(**{**_flat(config), "export_dirs": tuple(export_dirs)}),
-                                lambda message: logger.info("%s", message))
-    return next(s.export_dir for s in specs if s.is_reference)
-
-
-def _flat(config: BenchConfig) -> dict[str, Any]:
-    return {k: v for group in config.to_dict().values() for k, v in group.items()}
-
-
-def shipped_group(args: argparse.Namespace) -> Group:
-    """The shipped SMP-S checkpoint in every variant x precision, exported into ``--work-dir``."""
-    from smp_bench.plan import export_options, family_of
-    from smp_export.export import export_onnx
-    from smp_export.readers import read_checkpoint
-
-    config = _bench_config(args, precisions=tuple(_precisions()))
-    group = Group("shipped", "", SHIPPED)
-    ckpt = None
-    built: list[tuple[str, Path]] = []
-    for weights, precision in _builds(config, group.notes):
-        family = family_of(weights, precision)
-        out = args.work_dir / "shipped" / family
-        options = export_options(config, weights, precision)
-        try:
-            if args.rebuild or not _current(out, options, SHIPPED):
-                ckpt = ckpt or read_checkpoint(SHIPPED)
-                logger.info("exporting %s --weights %s --precision %s -> %s", SHIPPED, weights, precision, out)
-                export_onnx(ckpt, out, options=options)
-        except SmpError as exc:
-            group.skipped.append(Skipped(group.name, f"{family}@shipped", f"smp-export failed: {exc}"))
-            continue
-        built.append((family, out))
-    if not built:
-        raise SystemExit(f"error: no export of {SHIPPED} could be built: "
-                         + "; ".join(f"{s.name}: {s.reason}" for s in group.skipped))
-    group.reference = _reference_of([out for _, out in built], config)
-    density = float(Manifest.read(built[0][1]).totals.get("density", 1.0)) if built else 1.0
-    for family, out in built:
-        group.exports.append((project_info(f"{family}@{1 - density:.2f}", out, f"SMP-S {density:.2f} kept",
-                                           1 - density), out))
-    group.description = (f"The shipped SMP-S checkpoint ({SHIPPED.relative_to(ROOT)}, {density:.0%} of the encoder's "
-                         "linear weights kept, prototype head: logits) in every variant x precision; ort-dense and "
-                         f"the peers run the unpruned MiniLM with the same head ({group.reference}). task acc: the "
-                         "head's accuracy; cosine: of the logit rows.")
-    return group
-
-
-def magnitude_group(args: argparse.Namespace) -> Group:
-    """The packaged MiniLM magnitude-pruned to each ``--sparsity``, every variant x precision, via
-    smp-bench's own export cache (one plan per build, so one failing build skips only itself)."""
-    from smp_bench.plan import plan_variants
-
-    group = Group("magnitude", "", Path())
-    for level in args.sparsity:
-        config = _bench_config(args, sweep=(level,), precisions=tuple(_precisions()))
-        for weights, precision in _builds(config, group.notes):
-            one = _bench_config(args, sweep=(level,), variants=(weights,), precisions=(precision,))
-            try:
-                specs, _, _ = plan_variants(one, lambda message: logger.info("%s", message))
-            except SmpError as exc:
-                name = f"{weights}-{precision}@{level:.2f}"
-                group.skipped.append(Skipped(group.name, name, f"smp-export failed: {exc}"))
-                continue
-            group.reference = next(s.export_dir for s in specs if s.is_reference)
-            for spec in specs:
-                if not spec.is_reference:
-                    group.exports.append((project_info(spec.name, spec.export_dir, f"magnitude {level:.2f}",
-                                                       spec.sparsity), spec.export_dir))
-    if not group.exports:
-        raise SystemExit("error: no magnitude-pruned export could be built: "
-                         + "; ".join(f"{s.name}: {s.reason}" for s in group.skipped))
-    levels = ", ".join(f"{s:.2f}" for s in args.sparsity)
-    group.description = (f"The packaged MiniLM magnitude-pruned per matrix to {levels} sparsity (smp-bench's "
-                         "export cache), every variant x precision; ort-dense and the peers run the unpruned "
-                         f"encoder ({group.reference}). task acc: nearest centroid with ort-dense's centroids; "
-                         "cosine: of the mean-pooled embeddings.")
-    return group
-
-
-def _precisions() -> tuple[str, ...]:
-    from smp_export.options import PRECISIONS
-
-    return tuple(PRECISIONS)
 
 
 # ---------------------------------------------------------------------------- rows and inputs
@@ -243,13 +89,6 @@ def chunked(infer: Callable[[Mapping[str, np.ndarray]], np.ndarray], feeds: Mapp
             chunk = {k: np.concatenate([v, np.repeat(v[-1:], batch - real, axis=0)]) for k, v in chunk.items()}
         outs.append(np.asarray(infer(chunk))[:real])
     return np.concatenate(outs)
-
-
-def padded_to_chunks(feeds: Mapping[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    """``feeds`` with rows repeated at the end up to a multiple of ``batch`` (for static engines)."""
-    n = len(next(iter(feeds.values())))
-    extra = (-n) % batch
-    return {k: np.concatenate([v, np.repeat(v[-1:], extra, axis=0)]) if extra else v for k, v in feeds.items()}
 
 
 def build_group_rows(group: Group, args: argparse.Namespace, calibration: list[dict[str, np.ndarray]],
@@ -385,84 +224,8 @@ def run_group(group: Group, args: argparse.Namespace, eval_set: Any, calibration
     del rows
     gc.collect()
     if args.deepsparse:
-        _deepsparse(group, args, models, timing_feeds, context, main_speeds, calibration, out)
-
-
-def _input_names(onnx_path: Path) -> list[str]:
-    """The model's graph inputs in order (DeepSparse's engine takes a list in this order)."""
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    return [v.name for v in graph.input if v.name not in initializers]
-
-
-def _deepsparse(group: Group, args: argparse.Namespace, models: Sequence[tuple[RowInfo, Path]],
-                timing_feeds: Mapping[int, Mapping[str, np.ndarray]], context: Mapping[str, Any],
-                main_speeds: Mapping[int, Mapping[str, dict[str, Any]]],
-                calibration: Sequence[Mapping[str, np.ndarray]], out: Collected) -> None:
-    """DeepSparse on the unpruned model and on each pruned model stored dense: fp32, the project's
-    int8 (dynamic quantization) and NNCF's static int8 QDQ of the fp32 one (DeepSparse's int8 form)."""
-    from dataclasses import replace
-
-    chosen = []
-    for info, path in models:
-        stored_dense = info.runtime == "onnxruntime" and (path / MANIFEST_NAME).is_file() \
-            and Manifest.read(path).weights == "dense"
-        if info.name != REFERENCE and not stored_dense:
-            continue
-        name = "deepsparse unpruned" if info.name == REFERENCE else f"deepsparse {info.name}"
-        chosen.append((replace(info, name=name, runtime="deepsparse", foreign=True, dense_peer=info.name == REFERENCE,
-                               method=f"DeepSparse on {info.name}'s model.onnx (sequence axis fixed)"),
-                       path / MODEL_FILE))
-        if info.name == REFERENCE or info.precision != "fp32":
-            continue
-        qdq_name = f"deepsparse {info.name.replace('@', '-int8-qdq@', 1)}"
-        if not calibration:
-            out.skipped.append(Skipped(group.name, qdq_name, "no calibration texts (--calib-samples 0)"))
-            continue
-        try:
-            qdq = nncf_qdq_onnx(path / MODEL_FILE, args.work_dir / group.name / "qdq" / info.name, calibration)
-        except ImportError as exc:
-            out.skipped.append(Skipped(group.name, qdq_name, missing("nncf", exc)))
-            continue
-        chosen.append((replace(info, name=qdq_name, runtime="deepsparse", foreign=True, dense_peer=False,
-                               precision="int8 (static QDQ)", file_bytes=file_bytes(qdq), path=str(qdq),
-                               method=f"DeepSparse on nncf.quantize (ONNX backend, QDQ, {len(calibration)} BBC train "
-                                      f"texts) of {info.name}'s model.onnx"), qdq))
-    names = _input_names(models[0][1] / MODEL_FILE)
-    feeds = padded_to_chunks(context["feeds"], args.eval_batch)
-    result = deepsparse_rows(python=args.deepsparse_venv / "bin" / "python", reference_onnx=models[0][1] / MODEL_FILE,
-                             models=chosen, input_names=names, timing_feeds=timing_feeds, eval_feeds=feeds,
-                             eval_batch=args.eval_batch, rounds={b: _rounds(args, b) for b in args.batch},
-                             warmup=args.warmup, threads=args.threads, seq_len=args.seq_len,
-                             work=args.work_dir / group.name / "deepsparse")
-    out.skipped += [Skipped(group.name, name, reason) for name, reason in result.skipped]
-    if result.version:
-        out.versions["deepsparse (own venv)"] = result.version
-    if not result.infos:
-        return
-    n = len(context["feeds"]["input_ids"])
-    vectors = {REFERENCE: context["vectors"][REFERENCE]}
-    for info in result.infos:
-        if info.name in result.outputs:
-            vectors[info.name] = eval_vectors(context["kind"], result.outputs[info.name][:n],
-                                              context["feeds"]["attention_mask"])
-    evals = score_rows(context["kind"], vectors, labels=context["labels"], centroid_model=context["centroid_model"],
-                       label_map=context["label_map"])
-    every = {**context["vectors"], **vectors}
-    for name, fields in twin_fields(every, fp32_twins([*context["infos"], *result.infos])).items():
-        if name in evals:
-            evals[name].update(fields)
-    own = RowInfo(OWN_REFERENCE, "onnxruntime", "unpruned", "fp32",
-                  "ort-dense's model.onnx (sequence axis fixed) on onnxruntime in the DeepSparse venv", True,
-                  models[0][0].file_bytes, models[0][0].path, foreign=True)
-    for batch, times in result.times.items():
-        foreign = speed_fields(times, batch, reference=OWN_REFERENCE)
-        foreign = chained_fields(foreign, main_speeds[batch])
-        infos = [own] + [i for i in result.infos if i.name in times]
-        out.rows += build_rows(group.name, batch, infos, foreign, evals)
-        out.timings[f"{group.name}/batch{batch}/deepsparse"] = {k: [t * 1e3 for t in v] for k, v in times.items()}
+        deepsparse_group(group, args, models, timing_feeds, context, main_speeds, calibration, out,
+                         rounds={b: _rounds(args, b) for b in args.batch})
 
 
 # ---------------------------------------------------------------------------- main

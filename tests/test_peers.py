@@ -1,7 +1,7 @@
 """The peers suite's logic without timing: ratios and the fastest dense peer, accuracy scoring,
 the report files, and the row builders skipping with a reason when their package is absent
 (``smp_bench.peers``, ``benchmarks/peer_rows.py``, ``benchmarks/peer_deepsparse.py``,
-``benchmarks/peers.py``)."""
+``benchmarks/peer_deepsparse_group.py``, ``benchmarks/peers.py``)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,11 @@ def rows_mod():
 @pytest.fixture(scope="module")
 def ds_mod():
     return _load("peer_deepsparse")
+
+
+@pytest.fixture(scope="module")
+def ds_group():
+    return _load("peer_deepsparse_group")
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +329,7 @@ def test_static_copies_fix_the_sequence_axis_only(ds_mod, tmp_path):
 
 # ---------------------------------------------------------------------------- the script's helpers
 
-def test_chunks_are_exactly_the_batch_and_the_padding_is_dropped(suite):
+def test_chunks_are_exactly_the_batch_and_the_padding_is_dropped(suite, ds_group):
     seen = []
 
     def infer(feeds):
@@ -333,9 +338,9 @@ def test_chunks_are_exactly_the_batch_and_the_padding_is_dropped(suite):
 
     out = suite.chunked(infer, {"input_ids": np.arange(10).reshape(5, 2)}, 2)
     assert seen == [2, 2, 2] and out.ravel().tolist() == [0, 20, 40, 60, 80]
-    padded = suite.padded_to_chunks({"x": np.arange(5)}, 4)
+    padded = ds_group.padded_to_chunks({"x": np.arange(5)}, 4)
     assert padded["x"].tolist() == [0, 1, 2, 3, 4, 4, 4, 4]
-    assert suite.padded_to_chunks({"x": np.arange(4)}, 4)["x"].tolist() == [0, 1, 2, 3]
+    assert ds_group.padded_to_chunks({"x": np.arange(4)}, 4)["x"].tolist() == [0, 1, 2, 3]
 
 
 def test_the_cli_options(suite):
