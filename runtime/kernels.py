@@ -30,6 +30,8 @@ SPARSE_DOMAIN = "ai.smp"
 SPARSE_OP = "SparseLinear"
 ATTENTION_OP = "Attention"
 FFN_OP = "SparseFFN"
+INT8_OP = "SparseLinearInt8"
+FFN_INT8_OP = "SparseFFNInt8"
 SPARSE_OPSET = 1
 LIBRARY_NAME = "libsmp_sparse.so"
 LIBRARY_ENV = "SMP_SPARSE_LIBRARY"
@@ -286,6 +288,6 @@ def attention(q: np.ndarray, k: np.ndarray | None, v: np.ndarray | None, mask: n
     return out
 
 
-__all__ = ["SPARSE_DOMAIN", "SPARSE_OP", "SPARSE_OPSET", "ATTENTION_OP", "FFN_OP", "attention", "KernelLibraryError",
-           "SparseWeight", "custom_op_library_path", "library_available", "sparse_ffn", "sparse_linear",
-           "resolved_isa", "native_library"]
+__all__ = ["SPARSE_DOMAIN", "SPARSE_OP", "SPARSE_OPSET", "ATTENTION_OP", "FFN_OP", "INT8_OP", "FFN_INT8_OP",
+           "attention", "KernelLibraryError", "SparseWeight", "custom_op_library_path", "library_available",
+           "sparse_ffn", "sparse_linear", "resolved_isa", "native_library"]

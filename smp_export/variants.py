@@ -15,9 +15,10 @@ is offered where the graph holds plain dense MatMuls: ``dense`` and ``compact``.
 cannot read them ("Invalid model with unknown initializers"); its int8 form would be ``dense``
 int8, so it is refused rather than duplicated. ``sparse-kernel`` int8 is this project's own
 kernel: its ``int8_storage`` pass writes every pruned linear as ``ai.smp.SparseLinearInt8``
-(int8 CSR, per-row weight scales, per-token activations) and no fp32 fusions follow (SparseFFN,
-GELU / residual / LayerNorm folding and Q/K/V stacking exist in fp32 only), so on the shipped
-MiniLM it is slower than fp32 ``sparse-kernel`` for now (``benchmarks/results/*-int8-variant-*``).
+(int8 CSR, per-row weight scales, per-token activations) and the same fusions as fp32 follow
+(``int8_fusions``: GELU / residual / LayerNorm folded into the int8 nodes, feed-forward pairs as
+``ai.smp.SparseFFNInt8``, Q/K/V stacked; the recorded ``benchmarks/results/*-int8-variant-*``,
+slower than fp32 ``sparse-kernel`` on the shipped MiniLM, predate these int8 fusions).
 Not on ``auto``: its per-layer choice among dense, CSR and BSR has no int8 candidates yet.
 ``check_precision`` refuses these before any work.
 """
@@ -166,9 +167,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             stores="provably dead heads and FFN neurons removed: structurally smaller dense matrices"),
     Variant("sparse-kernel", choose=_csr_everywhere, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
             attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(), precisions=(FP32, INT8),
-            int8_storage=(_sparse_linears_int8,),
+            int8_storage=(_sparse_linears_int8,), int8_fusions=_FUSION_STEPS,
             stores="every pruned linear as ai.smp.SparseLinear (CSR; feed-forward pairs as SparseFFN, Q/K/V "
-                   "stacked), attention as ai.smp.Attention"),
+                   "stacked; int8: SparseLinearInt8 / SparseFFNInt8), attention as ai.smp.Attention"),
     Variant("auto", compacts=True, choose=_autotuned, autotunes=True, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
             attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(), precision_note=_NO_INT8_KERNELS,
             stores="compaction, then per linear the fastest of dense, CSR and BSR kernels, timed on this machine"),

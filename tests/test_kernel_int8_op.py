@@ -104,3 +104,22 @@ def test_shape_attribute_limits():
     onnx.checker.check_model(model)
     with pytest.raises(ORT_ERRORS, match="cols in"):
         session(model)
+
+
+@pytest.mark.parametrize("dtypes", [(np.int32, np.int32), (np.int32, np.int64), (np.int64, np.int32)])
+def test_int32_indices_give_the_same_output(dtypes):
+    rng = np.random.default_rng(5)
+    shape = (24, 40)
+    arrays = _arrays(rng, *shape)
+    narrow = {**arrays, "crow": arrays["crow"].astype(dtypes[0]), "col": arrays["col"].astype(dtypes[1])}
+    x = rng.standard_normal((2, 9, shape[1])).astype(np.float32)
+    want = session(_model(shape, arrays)).run(None, {"X": x})[0]
+    np.testing.assert_array_equal(session(_model(shape, narrow)).run(None, {"X": x})[0], want)
+
+
+def test_float_indices_are_refused():
+    rng = np.random.default_rng(6)
+    arrays = _arrays(rng, 8, 16)
+    arrays["col"] = arrays["col"].astype(np.float32)
+    with pytest.raises(ORT_ERRORS, match=r"SparseLinearInt8 node 'q8'.*col has the wrong element type"):
+        session(_model((8, 16), arrays))

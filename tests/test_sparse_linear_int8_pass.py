@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
+from runtime.kernels import library_available
 from runtime.manifest import Manifest
 from smp_export.errors import ExportError
 from smp_export.export import ExportOptions, export_onnx
@@ -14,6 +15,8 @@ from smp_export.passes import sparse_linear_int8_pass
 from tests.helpers import tiny_checkpoint
 from tests.kernel_helpers import random_weight, session
 from tests.test_kernel_passes import _linear_model
+
+needs_library = pytest.mark.skipif(not library_available(), reason="the ai.smp library is not built")
 
 
 def test_pass_on_a_tiny_linear():
@@ -27,7 +30,7 @@ def test_pass_on_a_tiny_linear():
     assert [n.op_type for n in after.graph.node] == ["SparseLinearInt8", "Relu"]
     inits = {i.name: numpy_helper.to_array(i) for i in after.graph.initializer}
     assert "lin.weight_t" not in inits and inits["lin.values_int8"].dtype == np.int8
-    assert inits["lin.crow_indices"].dtype == np.int64 and inits["lin.scale"].shape == (24,)
+    assert inits["lin.crow_indices"].dtype == np.int32 and inits["lin.scale"].shape == (24,)
     # Dequantized weights are the pruned ones within half a step per row.
     crow, col = inits["lin.crow_indices"], inits["lin.col_indices"]
     deq = np.zeros_like(w)
@@ -49,12 +52,37 @@ def test_pass_names_what_it_cannot_find():
     assert info.value.field == "other"
 
 
-def test_sparse_kernel_int8_export_validates_and_records_the_quantization(tmp_path):
+def _int8_export(ckpt, out, **options) -> Manifest:
+    return export_onnx(ckpt, out, options=ExportOptions(weights="sparse-kernel", precision="int8", **options))
+
+
+def test_sparse_kernel_int8_export_runs_the_fp32_fusions(tmp_path):
+    """Per layer: Q/K/V stacked, the attention output with residual + LayerNorm, the feed-forward
+    pair as one SparseFFNInt8 (GELU, residual and LayerNorm inside); no fp32 kernel anywhere.
+    (Unvalidated: the graph's structure needs no native library.)"""
     ckpt = tiny_checkpoint()
-    manifest = export_onnx(ckpt, tmp_path / "q", options=ExportOptions(weights="sparse-kernel", precision="int8"))
+    layers = ckpt.config.num_hidden_layers
+    _int8_export(ckpt, tmp_path / "q", validate=False)
     model = onnx.load(str(tmp_path / "q" / "model.onnx"))
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("SparseLinearInt8") == len(ckpt.masks) and "SparseLinear" not in ops
+    assert "SparseLinear" not in ops and "SparseFFN" not in ops
+    linears = [n for n in model.graph.node if n.op_type == "SparseLinearInt8"]
+    ffns = [n for n in model.graph.node if n.op_type == "SparseFFNInt8"]
+    assert len(linears) == 2 * layers and len(ffns) == layers
+    assert sum(n.input[1].endswith(".qkv.crow_indices") and len(n.input) == 6 for n in linears) == layers
+    assert sum(len(n.input) == 10 for n in linears) == layers                     # attention output: residual + LN
+    assert all(len(n.input) == 15 and n.input[11] == n.input[0] for n in ffns)   # residual X, post-LayerNorm
+    assert all(helper.get_attribute_value(a) == b"gelu" for n in ffns for a in n.attribute if a.name == "activation")
+    assert ops.count("LayerNormalization") == 1 and "Erf" not in ops             # the embeddings' only
+
+
+@needs_library
+def test_sparse_kernel_int8_export_validates_and_records_the_quantization(tmp_path):
+    ckpt = tiny_checkpoint()
+    manifest = _int8_export(ckpt, tmp_path / "q")
+    model = onnx.load(str(tmp_path / "q" / "model.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert "SparseFFNInt8" in ops and "SparseLinear" not in ops
     assert manifest.validation.passed and manifest.validation.cosine_min >= 0.99
     record = Manifest.read(tmp_path / "q")
     assert record.precision == "int8"

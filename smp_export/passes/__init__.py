@@ -11,6 +11,10 @@ matching, clean-up). In the order the kernel variants run them:
 - ``ffn.ffn_fusion_pass``: a feed-forward pair -> ``ai.smp.SparseFFN``;
 - ``qkv.qkv_fusion_pass``: the Q, K, V SparseLinear nodes of an ``ai.smp.Attention`` -> one;
 
+the fusions (``KERNEL_FUSIONS``) treat SparseLinearInt8 as SparseLinear, at its own input
+positions (``matcher.linear_inputs``), an int8 pair becoming ``ai.smp.SparseFFNInt8``; they never
+join an fp32 node with an int8 one;
+
 and, for the ``sparse-initializer`` variant, ``sparse_initializer.sparse_initializer_pass``.
 """
 
@@ -24,7 +28,7 @@ from .sparse_initializer import sparse_initializer_pass
 from .sparse_linear import KernelSpec, module_of, sparse_arrays, sparse_linear_pass
 from .sparse_linear_int8 import INT8_KEYS, sparse_linear_int8_pass
 
-# What the kernel variants run after ``sparse_linear_pass``, in this order.
+# What the kernel variants run after ``sparse_linear_pass`` (or ``sparse_linear_int8_pass``), in this order.
 KERNEL_FUSIONS = (gelu_fusion_pass, residual_fusion_pass, layer_norm_fusion_pass, ffn_fusion_pass, qkv_fusion_pass)
 
 __all__ = ["INT8_KEYS", "KERNEL_FUSIONS", "KernelSpec", "attention_fusion_pass", "ffn_fusion_pass", "gelu_fusion_pass",

@@ -1,11 +1,12 @@
-"""Graph pass: the exact GELU after a SparseLinear node moves into it.
+"""Graph pass: the exact GELU after a SparseLinear (or SparseLinearInt8) node moves into it.
 
 Before / after::
 
     SparseLinear ─ Y ─ Div(√2) ─ Erf ─ Add(1) ─ Mul(Y, ·) ─ Mul(0.5) ─► G
     SparseLinear(activation="gelu") ─► G
 
-(one pass over the output instead of five). The pattern is the graph builder's erf form.
+(one pass over the output instead of five). The pattern is the graph builder's erf form. The
+int8 kernel takes the same ``activation`` attribute, applied after dequantization and bias.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import math
 import onnx
 from onnx import helper
 
-from runtime.kernels import SPARSE_OP
-
-from .matcher import GraphView, fold_each, has_activation, is_kernel
+from .matcher import GraphView, fold_each, has_activation, linear_inputs
 
 
 def _other(node: onnx.NodeProto, name: str) -> str:
@@ -64,5 +63,7 @@ def _fold(view: GraphView, node: onnx.NodeProto) -> bool:
 
 
 def gelu_fusion_pass(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` with every exact GELU that follows a SparseLinear folded into it."""
-    return fold_each(model, lambda n: is_kernel(n, SPARSE_OP) and not has_activation(n), _fold, "gelu_fusion_pass")
+    """A copy of ``model`` with every exact GELU that follows a SparseLinear or SparseLinearInt8
+    folded into it."""
+    return fold_each(model, lambda n: linear_inputs(n) is not None and not has_activation(n), _fold,
+                     "gelu_fusion_pass")

@@ -1,9 +1,12 @@
-"""Graph pass: the LayerNorm after a SparseLinear node moves into it (BERT's post-norm).
+"""Graph pass: the LayerNorm after a SparseLinear (or SparseLinearInt8) node moves into it
+(BERT's post-norm).
 
 Before / after (γ, β constant [rows], normalised over the last axis)::
 
     SparseLinear(X, ..., R) ─ Y ─ LayerNormalization(Y, γ, β; axis -1, ε) ─► Z
     SparseLinear(X, ..., R, γ, β, ε) ─► Z          (inputs 6-8; ε a one-element initializer)
+
+On SparseLinearInt8 γ, β, ε are inputs 7-9 (after its scale, bias and residual).
 
 The kernel normalises each token's output row while it is still in cache.
 """
@@ -14,11 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from runtime.kernels import SPARSE_OP
-
-from .matcher import GraphView, fold_each, is_kernel, node_attrs, pad_inputs
-
-LN_INPUT = 6
+from .matcher import GraphView, fold_each, linear_inputs, node_attrs, pad_inputs
 
 
 def _fold(view: GraphView, node: onnx.NodeProto) -> bool:
@@ -34,14 +33,19 @@ def _fold(view: GraphView, node: onnx.NodeProto) -> bool:
     eps = numpy_helper.from_array(np.array([attrs.get("epsilon", 1e-5)], dtype=np.float32),
                                   f"{node.name.rsplit('/', 1)[0]}/ln_epsilon")
     view.graph.initializer.append(eps)
-    pad_inputs(node, LN_INPUT)
+    pad_inputs(node, linear_inputs(node).layer_norm)
     node.input.extend([ln.input[1], ln.input[2], eps.name])
     node.output[0] = ln.output[0]
     view.graph.node.remove(ln)
     return True
 
 
+def _without_layer_norm(node: onnx.NodeProto) -> bool:
+    """A sparse linear (fp32 or int8) without a LayerNorm yet."""
+    layout = linear_inputs(node)
+    return layout is not None and len(node.input) <= layout.layer_norm
+
+
 def layer_norm_fusion_pass(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` with each LayerNorm after a SparseLinear folded into it."""
-    return fold_each(model, lambda n: is_kernel(n, SPARSE_OP) and len(n.input) <= LN_INPUT, _fold,
-                     "layer_norm_fusion_pass")
+    """A copy of ``model`` with each LayerNorm after a SparseLinear or SparseLinearInt8 folded into it."""
+    return fold_each(model, _without_layer_norm, _fold, "layer_norm_fusion_pass")

@@ -5,20 +5,39 @@ A pass matches from an anchor node, walking single-consumer chains forward (``ch
 producers backward (``parent_path``); a chain that branches (an intermediate value used
 twice, or a graph output) does not match, so a rewrite never drops a value something else
 reads. After rewriting, ``GraphView.invalidate()`` and, at the end, ``remove_unused``.
+
+The fusions fold into both sparse linear kernels, fp32 ``SparseLinear`` and ``SparseLinearInt8``
+(its weight has one more array, the per-row scale): ``linear_inputs`` says where each takes its
+bias, residual and LayerNorm inputs.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from runtime.kernels import SPARSE_DOMAIN
+from runtime.kernels import INT8_OP, SPARSE_DOMAIN, SPARSE_OP
 
 logger = logging.getLogger(__name__)
+
+
+class LinearInputs(NamedTuple):
+    """Input positions of a sparse linear kernel: the weight arrays are 1 .. bias - 1; then the
+    (optional) bias, the residual, and LayerNorm's gamma (beta and epsilon right after it)."""
+
+    bias: int
+    residual: int
+    layer_norm: int
+
+
+#: The sparse linear kernels the fusion passes fold into, by op type.
+LINEAR_INPUTS: dict[str, LinearInputs] = {SPARSE_OP: LinearInputs(bias=4, residual=5, layer_norm=6),
+                                          INT8_OP: LinearInputs(bias=5, residual=6, layer_norm=7)}
 
 
 def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -35,6 +54,14 @@ def node_attrs(node: onnx.NodeProto) -> dict:
 def is_kernel(node: onnx.NodeProto | None, op_type: str) -> bool:
     """Whether ``node`` is the ``ai.smp`` operator ``op_type``."""
     return node is not None and node.domain == SPARSE_DOMAIN and node.op_type == op_type
+
+
+def linear_inputs(node: onnx.NodeProto | None) -> LinearInputs | None:
+    """Where ``node`` takes its optional inputs, when it is an ``ai.smp`` sparse linear (fp32 or
+    int8); None for any other node."""
+    if node is None or node.domain != SPARSE_DOMAIN:
+        return None
+    return LINEAR_INPUTS.get(node.op_type)
 
 
 def has_activation(node: onnx.NodeProto) -> bool:

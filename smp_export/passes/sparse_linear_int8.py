@@ -5,7 +5,7 @@ Before / after (``W`` [out, in] mostly zeros; the graph stores ``W^T``)::
     initializer: <m>.weight_t float32 [in, out]    <m>.bias float32 [out]
     X ─ MatMul(X, <m>.weight_t) ─ Add(·, <m>.bias) ─► Y
 
-    initializer: <m>.crow_indices int64 [out + 1]   <m>.col_indices int64 [nnz]
+    initializer: <m>.crow_indices int32 [out + 1]   <m>.col_indices int32 [nnz]
                  <m>.values_int8 int8 [nnz]         <m>.scale float32 [out]   <m>.bias
     X ─ ai.smp.SparseLinearInt8(X, <m>.crow_indices, <m>.col_indices, <m>.values_int8, <m>.scale,
                                 <m>.bias; shape=[out, in]) ─► Y
@@ -13,8 +13,9 @@ Before / after (``W`` [out, in] mostly zeros; the graph stores ``W^T``)::
 Weights are symmetric int8 per output row (``runtime.kernels_int8.quantize_csr_rows``: scale =
 max |w| / 127, one per row); activations are quantized per token inside the node. As in
 ``sparse_linear_pass``, the Add's output name is kept and its shape stated in ``value_info``.
-The fp32 fusion passes (GELU, residual, LayerNorm, SparseFFN, Q/K/V stacking) match only
-``SparseLinear`` and leave these nodes as they are.
+The fusion passes that follow (``passes.KERNEL_FUSIONS``: GELU, residual, LayerNorm, Q/K/V
+stacking) fold into these nodes as into ``SparseLinear`` (at the int8 input positions, one
+later for the scale), and a feed-forward pair becomes ``ai.smp.SparseFFNInt8``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from runtime.kernels import SPARSE_DOMAIN, SPARSE_OPSET
+from runtime.kernels import INT8_OP, SPARSE_DOMAIN, SPARSE_OPSET
 from runtime.kernels_int8 import quantize_csr_rows
 
 from ..errors import ExportError
@@ -36,14 +37,13 @@ from .sparse_linear import KernelSpec, add_initializers, find_linear, module_of,
 
 logger = logging.getLogger(__name__)
 
-INT8_OP = "SparseLinearInt8"
 INT8_KEYS = ("crow_indices", "col_indices", "values_int8", "scale")
 
 
 def int8_arrays(weight: np.ndarray) -> dict[str, np.ndarray]:
-    """crow_indices / col_indices (int64), values_int8 and the per-row scale of ``weight`` [out, in]."""
+    """crow_indices / col_indices (int32), values_int8 and the per-row scale of ``weight`` [out, in]."""
     csr = sparse_arrays(weight, KernelSpec())
-    crow, col = csr["crow_indices"].astype(np.int64), csr["col_indices"].astype(np.int64)
+    crow, col = csr["crow_indices"].astype(np.int32), csr["col_indices"].astype(np.int32)
     q, scale = quantize_csr_rows(crow, csr["values"])
     return {"crow_indices": crow, "col_indices": col, "values_int8": q, "scale": scale}
 

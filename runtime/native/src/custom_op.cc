@@ -108,7 +108,7 @@ ort::Status* register_ops(ort::SessionOptions* options, const ort::ApiBase* base
   if (domain == nullptr) {
     ort::Domain* fresh = nullptr;
     if (ort::Status* s = api.CreateCustomOpDomain(kDomain, &fresh)) return s;
-    for (const ort::CustomOp* op : {&kSparseLinear, attention_op(), ffn_op(), int8_linear_op()}) {
+    for (const ort::CustomOp* op : {&kSparseLinear, attention_op(), ffn_op(), int8_linear_op(), ffn_int8_op()}) {
       if (ort::Status* s = api.CustomOpDomainAdd(fresh, op)) {
         api.ReleaseCustomOpDomain(fresh);
         return s;

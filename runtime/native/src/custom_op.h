@@ -18,8 +18,10 @@ const ort::CustomOp* attention_op();
 const ort::CustomOp* ffn_op();
 // The ai.smp.SparseLinearInt8 operator (int8_op.cc).
 const ort::CustomOp* int8_linear_op();
+// The ai.smp.SparseFFNInt8 operator (ffn_int8_op.cc).
+const ort::CustomOp* ffn_int8_op();
 
-// Adds the ai.smp domain (SparseLinear, Attention, SparseFFN) to `options`; a status on failure.
+// Adds the ai.smp domain (SparseLinear, Attention, SparseFFN and their int8 forms) to `options`; a status on failure.
 ort::Status* register_ops(ort::SessionOptions* options, const ort::ApiBase* base);
 
 }  // namespace smp

@@ -126,10 +126,7 @@ std::string sparse_ffn(const PackedMatrix& w1, const PackedMatrix& w2, const flo
   job.isa = resolve_isa(isa);
   job.ops = &ops_for(job.isa);
   job.activation = ffn.activation;
-  job.out.residual = ffn.residual;
-  job.out.ln_gamma = ffn.ln_gamma;
-  job.out.ln_beta = ffn.ln_beta;
-  job.out.ln_epsilon = ffn.ln_epsilon;
+  job.out = ffn.output();
   job.stream = ffn.ln_gamma == nullptr && streaming_wanted(m, w2.rows);
   job.id = new_job_id();
   plan_splits(tiles, w1.rows, w1.bh, &job.splits1, &job.per1);

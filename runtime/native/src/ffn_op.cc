@@ -61,18 +61,10 @@ std::string compute(FfnKernel* k, ort::KernelContext* ctx) {
   const PackedMatrix *w1 = nullptr, *w2 = nullptr;
   if (err.empty()) err = call_weights(api, ctx, count, k->w1, &call1, &w1);
   if (err.empty()) err = call_weights(api, ctx, count, k->w2, &call2, &w2);
-  Epilogue ln;
-  if (err.empty()) err = layer_norm_inputs(api, ctx, count, kInputLnGamma, k->w2.rows, &ln);
-  std::vector<int64_t> out_dims(x.dims);
-  if (err.empty()) out_dims.back() = k->w2.rows;
   FfnOptions options = k->options;
-  if (err.empty()) err = residual_input(api, ctx, count, kInputResidual, out_dims, &options.residual);
   float* y = nullptr;
-  if (err.empty()) err = output_data(api, ctx, out_dims, &y);
+  if (err.empty()) err = ffn_output(api, ctx, count, x, k->w2.rows, kInputResidual, kInputLnGamma, &options, &y);
   if (!err.empty() || m == 0) return err;
-  options.ln_gamma = ln.ln_gamma;
-  options.ln_beta = ln.ln_beta;
-  options.ln_epsilon = ln.ln_epsilon;
   OrtRunner runner(api, ctx);
   return sparse_ffn(*w1, *w2, static_cast<const float*>(x.data), m, y, Isa::kAuto, runner, options);
 }

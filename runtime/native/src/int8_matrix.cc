@@ -2,23 +2,33 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <vector>
 
 namespace smp {
 namespace {
 
 std::string check_view(const TensorView& v, int dtype, int64_t n, const char* name) {
   if (v.data == nullptr && n > 0) return std::string(name) + " is missing";
-  if (v.dtype != dtype) return std::string(name) + " has the wrong element type";
+  const bool index = dtype == kDTypeInt64 && v.dtype == kDTypeInt32;  // index arrays: int32 or int64
+  if (v.dtype != dtype && !index) return std::string(name) + " has the wrong element type";
   if (v.dims.size() != 1 || v.dims[0] != n)
     return std::string(name) + " must be 1-D of length " + std::to_string(n);
   return "";
 }
 
-// nnz from crow, then crow monotone from 0 to nnz.
-std::string check_crow(const int64_t* crow, int64_t rows) {
-  if (crow[0] != 0) return "crow must start at 0";
+// Entry i of an int32 or int64 index array.
+int64_t index_at(const TensorView& v, int64_t i) {
+  return v.dtype == kDTypeInt32 ? static_cast<const int32_t*>(v.data)[i] : static_cast<const int64_t*>(v.data)[i];
+}
+
+// crow monotone from 0 (to nnz, its last entry), widened to int64.
+std::string read_crow(const TensorView& crow, int64_t rows, std::vector<int64_t>* out) {
+  out->resize(static_cast<size_t>(rows + 1));
+  for (int64_t r = 0; r <= rows; ++r) (*out)[static_cast<size_t>(r)] = index_at(crow, r);
+  if ((*out)[0] != 0) return "crow must start at 0";
   for (int64_t r = 0; r < rows; ++r)
-    if (crow[r + 1] < crow[r]) return "crow decreases at row " + std::to_string(r);
+    if ((*out)[static_cast<size_t>(r) + 1] < (*out)[static_cast<size_t>(r)])
+      return "crow decreases at row " + std::to_string(r);
   return "";
 }
 
@@ -31,9 +41,10 @@ std::string pack_int8_csr(int64_t rows, int64_t cols, const TensorView& crow, co
            std::to_string(kMaxInt8Cols) + "]";
   std::string msg = check_view(crow, kDTypeInt64, rows + 1, "crow");
   if (!msg.empty()) return msg;
-  const int64_t* cp = static_cast<const int64_t*>(crow.data);
-  msg = check_crow(cp, rows);
+  std::vector<int64_t> crow64;
+  msg = read_crow(crow, rows, &crow64);
   if (!msg.empty()) return msg;
+  const int64_t* cp = crow64.data();
   const int64_t nnz = cp[rows];
   if (nnz > rows * cols) return "crow claims more entries than rows x cols";
   if (msg.empty()) msg = check_view(col, kDTypeInt64, nnz, "col");
@@ -41,7 +52,6 @@ std::string pack_int8_csr(int64_t rows, int64_t cols, const TensorView& crow, co
   if (msg.empty()) msg = check_view(scale, kDTypeFloat, rows, "scale");
   if (msg.empty() && bias != nullptr) msg = check_view(*bias, kDTypeFloat, rows, "bias");
   if (!msg.empty()) return msg;
-  const int64_t* cc = static_cast<const int64_t*>(col.data);
   const int8_t* vq = static_cast<const int8_t*>(values.data);
   const float* sc = static_cast<const float*>(scale.data);
   for (int64_t r = 0; r < rows; ++r)
@@ -57,12 +67,14 @@ std::string pack_int8_csr(int64_t rows, int64_t cols, const TensorView& crow, co
   w.row_ptr.push_back(0);
   w.row_sum.assign(static_cast<size_t>(rows), 0);
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t e = cp[r]; e < cp[r + 1]; ++e) {
-      if (cc[e] < 0 || cc[e] >= cols) return "col holds " + std::to_string(cc[e]) + " at entry " + std::to_string(e) +
-                                             ", outside [0, " + std::to_string(cols) + ")";
-      if (e > cp[r] && cc[e] <= cc[e - 1]) return "col is not strictly increasing in row " + std::to_string(r);
+    for (int64_t e = cp[r], prev = -1; e < cp[r + 1]; ++e) {
+      const int64_t c = index_at(col, e);
+      if (c < 0 || c >= cols) return "col holds " + std::to_string(c) + " at entry " + std::to_string(e) +
+                                     ", outside [0, " + std::to_string(cols) + ")";
+      if (c <= prev) return "col is not strictly increasing in row " + std::to_string(r);
+      prev = c;
       if (vq[e] == -128) return "values holds -128 at entry " + std::to_string(e) + " (symmetric int8 is [-127, 127])";
-      w.col_off.push_back(static_cast<int32_t>(cc[e] * kTile));
+      w.col_off.push_back(static_cast<int32_t>(c * kTile));
       w.values.push_back(vq[e]);
       w.row_sum[static_cast<size_t>(r)] += vq[e];
       w.max_abs = std::max(w.max_abs, std::abs(static_cast<int>(vq[e])));

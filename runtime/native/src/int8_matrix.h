@@ -30,7 +30,7 @@ struct Int8Csr {
   std::vector<float> bias;         // rows entries (zeros when there is none)
 };
 
-// Validates CSR arrays (crow int64 [rows + 1], col int64 [nnz], values int8 [nnz]), per-row
+// Validates CSR arrays (crow [rows + 1], col [nnz], each int32 or int64; values int8 [nnz]), per-row
 // scales (float [rows]) and an optional bias (float [rows]) against rows x cols, and packs them.
 // "" on success, else a message naming the array and the fault.
 std::string pack_int8_csr(int64_t rows, int64_t cols, const TensorView& crow, const TensorView& col,

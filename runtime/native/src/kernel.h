@@ -93,6 +93,15 @@ struct FfnOptions {
   const float* ln_gamma = nullptr;
   const float* ln_beta = nullptr;
   float ln_epsilon = 1e-12f;
+  // The second product's epilogue: the residual, then the LayerNorm.
+  Epilogue output() const {
+    Epilogue e;
+    e.residual = residual;
+    e.ln_gamma = ln_gamma;
+    e.ln_beta = ln_beta;
+    e.ln_epsilon = ln_epsilon;
+    return e;
+  }
 };
 std::string sparse_ffn(const PackedMatrix& w1, const PackedMatrix& w2, const float* x, int64_t m, float* y, Isa isa,
                        Runner& runner, const FfnOptions& ffn);

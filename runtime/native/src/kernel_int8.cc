@@ -30,6 +30,24 @@ void quantize_tile_portable(const float* x, int64_t ld, int64_t mt, int64_t cols
   }
 }
 
+void quantize_transposed_portable(const float* ht, int64_t rows, int64_t mt, uint8_t* hq, float* st) {
+  for (int64_t t = 0; t < kTile; ++t) {
+    float amax = 0.0f;
+    bool finite = true;
+    for (int64_t r = 0; t < mt && r < rows; ++r) {
+      const float v = ht[r * kTile + t];
+      finite = finite && std::isfinite(v);
+      amax = std::max(amax, std::fabs(v));
+    }
+    const float inv = (t < mt && finite && amax > 0.0f) ? 127.0f / amax : 0.0f;
+    st[t] = t >= mt ? 0.0f : (finite ? amax / 127.0f : NAN);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float q = t < mt ? std::nearbyint(ht[r * kTile + t] * inv) : 0.0f;
+      hq[r * kTile + t] = static_cast<uint8_t>(static_cast<int>(std::min(127.0f, std::max(-127.0f, q))) + 128);
+    }
+  }
+}
+
 void accumulate_portable(const Int8Csr& w, const uint8_t* xq, const float* st, int64_t r0, int64_t r1, float* yt) {
   for (int64_t r = r0; r < r1; ++r) {
     int32_t acc[kTile] = {0};
@@ -45,11 +63,6 @@ void accumulate_portable(const Int8Csr& w, const uint8_t* xq, const float* st, i
   }
 }
 
-struct Int8Scratch {
-  Buffer xq, st, yt;
-  uint64_t job = 0;
-  int64_t tile = -1;
-};
 thread_local Int8Scratch tls;
 
 struct Job {
@@ -57,15 +70,12 @@ struct Job {
   const float* x;
   float* y;
   int64_t m, splits, rows_per_split;
-  const Int8Ops* ops;
-  const KernelOps* store;
+  Int8Kernels k;
   bool stream;
   Epilogue epilogue;
   uint64_t id;
   std::atomic<bool> failed{false};
 };
-
-constexpr int64_t kRowBlock = 64;
 
 void run_task(void* data, size_t index) {
   Job& job = *static_cast<Job*>(data);
@@ -74,25 +84,18 @@ void run_task(void* data, size_t index) {
   const int64_t m0 = tile * kTile, mt = std::min<int64_t>(kTile, job.m - m0);
   const int64_t r0 = split * job.rows_per_split, r1 = std::min(w.rows, r0 + job.rows_per_split);
   if (mt <= 0 || r0 >= r1) return;
-  auto* xq = reinterpret_cast<uint8_t*>(tls.xq.get(static_cast<size_t>(std::max<int64_t>(w.cols, 1) * kTile / 4)));
-  float* st = tls.st.get(kTile);
-  float* yt = tls.yt.get(static_cast<size_t>(kRowBlock * kTile));
-  if (xq == nullptr || st == nullptr || yt == nullptr) {
+  Int8Scratch& s = int8_scratch();
+  float* yt = s.yt.get(static_cast<size_t>(kInt8RowBlock * kTile));
+  if (yt == nullptr || !quantized_tile(s, job.id, tile, job.x + m0 * w.cols, w.cols, mt, *job.k.ops)) {
     job.failed.store(true);
     return;
   }
-  if (tls.job != job.id || tls.tile != tile) {
-    job.ops->quantize_tile(job.x + m0 * w.cols, w.cols, mt, w.cols, xq, st);
-    tls.job = job.id;
-    tls.tile = tile;
-  }
-  for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
-    const int64_t b1 = std::min(r1, b0 + kRowBlock);
-    job.ops->accumulate(w, xq, st, b0, b1, yt);
-    const int64_t at = m0 * w.rows + b0;
-    const float* res = job.epilogue.residual != nullptr ? job.epilogue.residual + at : nullptr;
-    job.store->store(yt, b1 - b0, mt, job.y + at, w.rows, job.stream, job.epilogue, res);
-  }
+  const auto* xq = reinterpret_cast<const uint8_t*>(s.xq.data);
+  store_rows_int8(w, xq, s.st.data, r0, r1, yt, job.k, job.epilogue,
+                  OutputTile{job.y, m0, mt, w.rows, job.stream});
+  // This task wrote whole output rows of its tokens, still in cache: normalise them here.
+  if (job.epilogue.ln_gamma != nullptr && job.splits == 1)
+    layer_norm_rows(job.y + m0 * w.rows, mt, w.rows, w.rows, job.epilogue, job.k.norm_isa);
 }
 
 bool cpu_has(const char* feature) {
@@ -109,8 +112,39 @@ bool cpu_has(const char* feature) {
 }  // namespace
 
 const Int8Ops& int8_portable_ops() {
-  static const Int8Ops ops{quantize_tile_portable, accumulate_portable};
+  static const Int8Ops ops{quantize_tile_portable, accumulate_portable, quantize_transposed_portable};
   return ops;
+}
+
+Int8Scratch& int8_scratch() { return tls; }
+
+bool quantized_tile(Int8Scratch& s, uint64_t job, int64_t tile, const float* x, int64_t cols, int64_t mt,
+                    const Int8Ops& ops) {
+  auto* xq = reinterpret_cast<uint8_t*>(s.xq.get(static_cast<size_t>(std::max<int64_t>(cols, 1) * kTile / 4)));
+  float* st = s.st.get(kTile);
+  if (xq == nullptr || st == nullptr) return false;
+  if (s.job != job || s.tile != tile) {
+    ops.quantize_tile(x, cols, mt, cols, xq, st);
+    s.job = job;
+    s.tile = tile;
+  }
+  return true;
+}
+
+void store_rows_int8(const Int8Csr& w, const uint8_t* xq, const float* st, int64_t r0, int64_t r1, float* yt,
+                     const Int8Kernels& k, const Epilogue& epilogue, const OutputTile& out) {
+  for (int64_t b0 = r0; b0 < r1; b0 += kInt8RowBlock) {
+    const int64_t b1 = std::min(r1, b0 + kInt8RowBlock);
+    k.ops->accumulate(w, xq, st, b0, b1, yt);
+    const int64_t at = out.m0 * out.ldy + b0;
+    k.store->store(yt, b1 - b0, out.mt, out.y + at, out.ldy, out.stream, epilogue,
+                epilogue.residual != nullptr ? epilogue.residual + at : nullptr);
+  }
+}
+
+Int8Kernels int8_kernels(Int8Path resolved) {
+  if (resolved == Int8Path::kPortable) return Int8Kernels{&int8_portable_ops(), &portable_ops(), Isa::kPortable};
+  return Int8Kernels{&int8_x86_ops(resolved), &ops_for(resolve_isa(Isa::kAvx2)), Isa::kAvx2};
 }
 
 const char* int8_path_name(Int8Path path) {
@@ -139,7 +173,6 @@ Int8Path resolve_int8_path(Int8Path requested) {
 std::string int8_linear(const Int8Csr& w, const float* x, int64_t m, float* y, Int8Path path, Runner& runner,
                         const Epilogue& epilogue) {
   if (m <= 0 || w.rows == 0) return "";
-  if (epilogue.ln_gamma != nullptr) return "the int8 linear has no LayerNorm epilogue";
   const int64_t tiles = (m + kTile - 1) / kTile;
   const Int8Path resolved = resolve_int8_path(path);
   Job job;
@@ -148,13 +181,18 @@ std::string int8_linear(const Int8Csr& w, const float* x, int64_t m, float* y, I
   job.x = x;
   job.y = y;
   job.m = m;
-  job.ops = resolved == Int8Path::kPortable ? &int8_portable_ops() : &int8_x86_ops(resolved);
-  job.store = resolved == Int8Path::kPortable ? &portable_ops() : &ops_for(resolve_isa(Isa::kAvx2));
-  job.stream = streaming_wanted(m, w.rows);
+  job.k = int8_kernels(resolved);
+  // A fused LayerNorm reads the rows right back: keep them in cache.
+  job.stream = epilogue.ln_gamma == nullptr && streaming_wanted(m, w.rows);
   job.epilogue = epilogue;
   job.id = new_job_id();
   std::string err = runner.parallel_for(static_cast<size_t>(tiles * job.splits), run_task, &job);
   if (err.empty() && job.failed.load()) err = "out of memory for the int8 kernel's scratch buffers";
+  if (err.empty() && epilogue.ln_gamma != nullptr && job.splits > 1) {
+    // Rows were split between tasks: normalise once every row is complete.
+    NormJob norm{y, m, w.rows, &job.epilogue, job.k.norm_isa};
+    err = runner.parallel_for(static_cast<size_t>(tiles), norm_task, &norm);
+  }
   return err;
 }
 

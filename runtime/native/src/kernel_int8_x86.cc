@@ -74,6 +74,42 @@ void quantize_tile_avx2(const float* x, int64_t ld, int64_t mt, int64_t cols, ui
   }
 }
 
+// The hidden tile of SparseFFNInt8, already [rows][32 tokens]: per-lane scales over the rows,
+// then one 32-byte row of quantized values per row (lanes >= mt: 128, scale 0).
+void quantize_transposed_avx2(const float* ht, int64_t rows, int64_t mt, uint8_t* hq, float* st) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+  __m256 live[4], amax[4], chk[4], inv[4];
+  for (int j = 0; j < 4; ++j) {
+    alignas(32) int32_t lanes[8];
+    for (int i = 0; i < 8; ++i) lanes[i] = 8 * j + i < mt ? -1 : 0;
+    live[j] = _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(lanes)));
+    amax[j] = chk[j] = zero;
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int j = 0; j < 4; ++j) {
+      const __m256 v = _mm256_and_ps(live[j], _mm256_load_ps(ht + r * kTile + 8 * j));
+      amax[j] = _mm256_max_ps(amax[j], _mm256_andnot_ps(sign, v));
+      chk[j] = _mm256_add_ps(chk[j], _mm256_mul_ps(v, zero));  // NaN once any value is NaN or inf
+    }
+  for (int j = 0; j < 4; ++j) {
+    const __m256 finite = _mm256_cmp_ps(chk[j], zero, _CMP_EQ_OQ);
+    const __m256 ok = _mm256_and_ps(finite, _mm256_cmp_ps(amax[j], zero, _CMP_GT_OQ));
+    inv[j] = _mm256_and_ps(ok, _mm256_div_ps(_mm256_set1_ps(127.0f), amax[j]));
+    const __m256 s = _mm256_blendv_ps(_mm256_set1_ps(NAN), _mm256_div_ps(amax[j], _mm256_set1_ps(127.0f)), finite);
+    _mm256_storeu_ps(st + 8 * j, _mm256_and_ps(live[j], s));
+  }
+  const __m256i floor = _mm256_set1_epi8(-127), flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t r = 0; r < rows; ++r) {
+    __m256i q32[4];
+    for (int j = 0; j < 4; ++j)
+      q32[j] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_and_ps(live[j], _mm256_load_ps(ht + r * kTile + 8 * j)), inv[j]));
+    __m256i q = _mm256_packs_epi16(_mm256_packs_epi32(q32[0], q32[1]), _mm256_packs_epi32(q32[2], q32[3]));
+    q = _mm256_xor_si256(_mm256_max_epi8(q, floor), flip);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(hq + r * kTile), _mm256_permutevar8x32_epi32(q, order));
+  }
+}
+
 #define SMP_INTERLEAVE(x, o, q0, q1, q2, q3)                                                             \
   {                                                                                                      \
     const __m256i a_ = _mm256_load_si256(reinterpret_cast<const __m256i*>((x) + (o)[0]));               \
@@ -166,9 +202,9 @@ void accumulate_avx2(const Int8Csr& w, const uint8_t* xq, const float* st, int64
 }  // namespace
 
 const Int8Ops& int8_x86_ops(Int8Path path) {
-  static const Int8Ops avx2{quantize_tile_avx2, accumulate_avx2};
-  static const Int8Ops avxvnni{quantize_tile_avx2, accumulate_avxvnni};
-  static const Int8Ops avx512vnni{quantize_tile_avx2, accumulate_avx512vnni};
+  static const Int8Ops avx2{quantize_tile_avx2, accumulate_avx2, quantize_transposed_avx2};
+  static const Int8Ops avxvnni{quantize_tile_avx2, accumulate_avxvnni, quantize_transposed_avx2};
+  static const Int8Ops avx512vnni{quantize_tile_avx2, accumulate_avx512vnni, quantize_transposed_avx2};
   if (path == Int8Path::kAvx512Vnni) return avx512vnni;
   return path == Int8Path::kAvxVnni ? avxvnni : avx2;
 }

@@ -355,4 +355,18 @@ std::string output_data(const Api& api, ort::KernelContext* ctx, const std::vect
   return err;
 }
 
+std::string ffn_output(const Api& api, ort::KernelContext* ctx, size_t count, const TensorView& x, int64_t rows,
+                       size_t residual_index, size_t ln_first, FfnOptions* options, float** y) {
+  Epilogue ln;
+  std::string err = layer_norm_inputs(api, ctx, count, ln_first, rows, &ln);
+  std::vector<int64_t> out_dims(x.dims);
+  out_dims.back() = rows;
+  if (err.empty()) err = residual_input(api, ctx, count, residual_index, out_dims, &options->residual);
+  if (err.empty()) err = output_data(api, ctx, out_dims, y);
+  options->ln_gamma = ln.ln_gamma;
+  options->ln_beta = ln.ln_beta;
+  options->ln_epsilon = ln.ln_epsilon;
+  return err;
+}
+
 }  // namespace smp

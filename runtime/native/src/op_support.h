@@ -83,6 +83,11 @@ std::string layer_norm_inputs(const ort::Api& api, ort::KernelContext* ctx, size
 // when it is absent.
 std::string residual_input(const ort::Api& api, ort::KernelContext* ctx, size_t count, size_t index,
                            const std::vector<int64_t>& out_dims, const float** residual);
+// A feed-forward op's output: the optional residual (input residual_index, shaped like Y) and
+// LayerNorm inputs (ln_first..ln_first+2) into *options, and output 0 shaped like x with
+// `rows` features.
+std::string ffn_output(const ort::Api& api, ort::KernelContext* ctx, size_t count, const TensorView& x, int64_t rows,
+                       size_t residual_index, size_t ln_first, FfnOptions* options, float** y);
 // Output 0 with dims, and its data.
 std::string output_data(const ort::Api& api, ort::KernelContext* ctx, const std::vector<int64_t>& dims, float** y);
 

@@ -1,0 +1,88 @@
+// The onnxruntime custom operator ai.smp.SparseFFNInt8: a transformer feed-forward block in int8.
+//
+// Y = SparseFFNInt8(X, crow1, col1, values1, scale1[, bias1], crow2, col2, values2, scale2[, bias2]
+//                   [, residual][, ln_gamma, ln_beta, ln_epsilon]; shape1, shape2, activation)
+// W1 [shape1] = [inner, hidden], W2 [shape2] = [out, inner], each int8 CSR with per-row scales
+// as in ai.smp.SparseLinearInt8 (same arrays, same validation). Bit for bit what two chained
+// SparseLinearInt8 nodes compute (the first with the activation, the second with the residual
+// and LayerNorm), without writing the [.., inner] activations out (ffn_int8.cc).
+#include <string>
+#include <vector>
+
+#include "custom_op.h"
+#include "int8_op_support.h"
+#include "kernel_int8.h"
+#include "op_support.h"
+
+namespace smp {
+namespace {
+
+using ort::Api;
+
+constexpr size_t kInputX = 0, kInputW1 = 1, kInputW2 = 6, kInputResidual = 11, kInputLnGamma = 12,
+                 kInputCount = 15;
+
+struct FfnKernel {
+  explicit FfnKernel(const void* table) : api(table) {}
+  Api api;
+  std::string node;
+  Int8Slot w1, w2;
+  FfnOptions options;
+  std::string where() const { return std::string("ai.smp.SparseFFNInt8 node '") + node + "': "; }
+};
+
+std::string init(FfnKernel* k, const ort::KernelInfo* info) {
+  const Api& api = k->api;
+  k->node = node_name(api, info);
+  k->w1.first_input = kInputW1;
+  k->w1.name = "weight 1";
+  k->w2.first_input = kInputW2;
+  k->w2.name = "weight 2";
+  std::string err = read_int8_shape(api, info, "shape1", &k->w1);
+  if (err.empty()) err = read_int8_shape(api, info, "shape2", &k->w2);
+  if (err.empty() && k->w2.cols != k->w1.rows)
+    err = "shape2 takes " + std::to_string(k->w2.cols) + " inputs, shape1 gives " + std::to_string(k->w1.rows);
+  if (err.empty()) err = check_graph_features(api, info, kInputX, k->w1.cols, k->w2.rows);
+  if (err.empty()) err = read_activation(api, info, &k->options.activation);
+  if (err.empty()) err = check_constant_layer_norm(api, info, kInputLnGamma, k->w2.rows);
+  if (err.empty()) err = pack_constant_int8(api, info, &k->w1);
+  if (err.empty()) err = pack_constant_int8(api, info, &k->w2);
+  return err;
+}
+
+std::string compute(FfnKernel* k, ort::KernelContext* ctx) {
+  const Api& api = k->api;
+  size_t count = 0;
+  std::string err = take_error(api, api.KernelContextGetInputCount(ctx, &count));
+  TensorView x;
+  int64_t m = 0;
+  if (err.empty()) err = input_x(api, ctx, count, kInputX, k->w1.cols, &x, &m);
+  Int8Csr call1, call2;
+  const Int8Csr *w1 = nullptr, *w2 = nullptr;
+  if (err.empty()) err = call_int8_weights(api, ctx, count, k->w1, &call1, &w1);
+  if (err.empty()) err = call_int8_weights(api, ctx, count, k->w2, &call2, &w2);
+  FfnOptions options = k->options;
+  float* y = nullptr;
+  if (err.empty()) err = ffn_output(api, ctx, count, x, k->w2.rows, kInputResidual, kInputLnGamma, &options, &y);
+  if (!err.empty() || m == 0) return err;
+  OrtRunner runner(api, ctx);
+  return int8_ffn(*w1, *w2, static_cast<const float*>(x.data), m, y, Int8Path::kAuto, runner, options);
+}
+
+const char* op_name(const ort::CustomOp*) { return "SparseFFNInt8"; }
+int input_type(const ort::CustomOp*, size_t i) { return i == kInputX ? ort::kFloat : ort::kUndefined; }
+size_t input_count(const ort::CustomOp*) { return kInputCount; }
+int input_characteristic(const ort::CustomOp*, size_t i) {
+  const bool required = i == kInputX || (i >= kInputW1 && i < kInputW1 + 4) || (i >= kInputW2 && i < kInputW2 + 4);
+  return required ? ort::kRequired : ort::kOptional;
+}
+
+}  // namespace
+
+const ort::CustomOp* ffn_int8_op() {
+  static const ort::CustomOp op =
+      kernel_op<FfnKernel, init, compute>(op_name, input_type, input_count, input_characteristic);
+  return &op;
+}
+
+}  // namespace smp
