@@ -20,6 +20,7 @@ struct Job {
   int mask_dtype;
   float* out;
   AttentionHeadFn head;
+  Int8HeadFn int8_head;
   int64_t padded;
   std::atomic<bool> failed{false};
 };
@@ -28,10 +29,11 @@ void run_head(void* data, size_t index) {
   Job& job = *static_cast<Job*>(data);
   const AttentionShape& s = job.shape;
   const int64_t b = static_cast<int64_t>(index) / s.heads, h = static_cast<int64_t>(index) % s.heads;
-  float* kt = tls_kt.get(static_cast<size_t>(2 * s.head_dim * job.padded));
-  float* scores = tls_scores.get(static_cast<size_t>(kAttentionRows * job.padded));
+  const bool fp32 = job.int8_head == nullptr;
+  float* kt = fp32 ? tls_kt.get(static_cast<size_t>(2 * s.head_dim * job.padded)) : nullptr;
+  float* scores = fp32 ? tls_scores.get(static_cast<size_t>(kAttentionRows * job.padded)) : nullptr;
   float* bias = tls_bias.get(static_cast<size_t>(job.padded));
-  if (kt == nullptr || scores == nullptr || bias == nullptr) {
+  if ((fp32 && (kt == nullptr || scores == nullptr)) || bias == nullptr) {
     job.failed.store(true);
     return;
   }
@@ -44,7 +46,11 @@ void run_head(void* data, size_t index) {
   }
   for (int64_t j = s.seq; j < job.padded; ++j) bias[j] = -std::numeric_limits<float>::infinity();
   const int64_t in = b * s.seq * s.ld_in + h * s.head_dim, out = b * s.seq * s.ld_out + h * s.head_dim;
-  job.head(s, job.q + in, job.k + in, job.v + in, bias, job.padded, kt, scores, job.out + out);
+  if (fp32) {
+    job.head(s, job.q + in, job.k + in, job.v + in, bias, job.padded, kt, scores, job.out + out);
+  } else if (!job.int8_head(s, job.q + in, job.k + in, job.v + in, bias, job.padded, job.out + out)) {
+    job.failed.store(true);
+  }
 }
 
 }  // namespace
@@ -118,6 +124,9 @@ std::string attention(const AttentionShape& shape, const float* q, const float* 
                       int mask_dtype, float* out, Isa isa, Runner& runner) {
   if (shape.batch == 0 || shape.seq == 0) return "";
   if (mask != nullptr && mask_dtype != 6 && mask_dtype != 7) return "mask must be int32 or int64";
+  if (shape.int8 && shape.seq > kMaxInt8AttentionSeq)
+    return "the int8 attention takes at most " + std::to_string(kMaxInt8AttentionSeq) + " tokens, got " +
+           std::to_string(shape.seq);
   Job job;
   job.shape = shape;
   job.q = q;
@@ -129,6 +138,7 @@ std::string attention(const AttentionShape& shape, const float* q, const float* 
   job.padded = (shape.seq + 31) / 32 * 32;
   const bool vector_ok = shape.head_dim % 8 == 0 && shape.head_dim <= 64;
   job.head = vector_isa(resolve_isa(isa)) && vector_ok ? attention_head_avx2 : attention_head_portable;
+  job.int8_head = shape.int8 ? attention_int8_head(shape) : nullptr;
   std::string err = runner.parallel_for(static_cast<size_t>(shape.batch * shape.heads), run_head, &job);
   if (err.empty() && job.failed.load()) err = "out of memory for the attention scratch buffers";
   return err;

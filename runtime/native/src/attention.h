@@ -21,7 +21,21 @@ struct AttentionShape {
   // one packed [batch, seq, 3 * heads * head_dim] tensor, 3 * heads * head_dim.
   int64_t ld_in = 0, ld_out = 0;
   float scale = 1.0f;
+  bool int8 = false;  // the quantized form (attention_int8.cc); attribute quantize = 1
 };
+
+// The int8 form's heads: false when scratch memory runs out.
+using Int8HeadFn = bool (*)(const AttentionShape& s, const float* q, const float* k, const float* v,
+                            const float* mask_bias, int64_t padded_seq, float* out);
+// Most keys of the int8 form: keeps its int32 sums exact (131,072 x 127 x 127 < 2^31).
+constexpr int64_t kMaxInt8AttentionSeq = int64_t(1) << 17;
+bool attention_head_int8_portable(const AttentionShape& s, const float* q, const float* k, const float* v,
+                                  const float* mask_bias, int64_t padded_seq, float* out);
+// The int8 head for this CPU (SMP_SPARSE_INT8 steers it as for the linears); the vector paths
+// need head_dim % 32 == 0 and head_dim <= 128.
+Int8HeadFn attention_int8_head(const AttentionShape& s);
+// path: 1 avx2, 2 avx-vnni, 3 avx512-vnni (as Int8Path), only where the CPU has it.
+Int8HeadFn attention_head_int8_x86(int path);
 
 // Query rows one pass of the AVX2 path scores and mixes together.
 constexpr int64_t kAttentionRows = 6;

@@ -5,6 +5,8 @@
 // attention.h); mask is the [batch, seq] int32/int64 attention mask (0 = padding).
 // Y = Attention(qkv, , [, mask]) (key and value absent) reads all three from one
 // [batch, seq, 3 * num_heads * head_dim] tensor, e.g. one SparseLinear of the stacked weights.
+// Attribute precision: "" / "fp32" (default), or "int8": Q, K, V and the softmax weights
+// quantized inside the op (attention_int8.cc), softmax itself in float.
 #include <string>
 #include <vector>
 
@@ -22,6 +24,7 @@ struct AttentionKernel {
   Api api;
   std::string node;
   int64_t heads = 0, head_dim = 0;
+  bool int8 = false;
   std::string where() const { return std::string("ai.smp.Attention node '") + node + "': "; }
 };
 
@@ -35,6 +38,12 @@ std::string init(AttentionKernel* k, const ort::KernelInfo* info) {
     return "attribute shape (ints [num_heads, head_dim], both in [1, 2^24]) is required";
   k->heads = shape[0];
   k->head_dim = shape[1];
+  std::string precision;
+  err = read_string(k->api, info, "precision", &precision);
+  if (!err.empty()) return "attribute precision " + err;
+  if (precision != "" && precision != "fp32" && precision != "int8")
+    return "attribute precision must be \"fp32\" or \"int8\", got \"" + precision + "\"";
+  k->int8 = precision == "int8";
   int64_t features = -1;  // what the graph declares for Y, checked against the claim at creation
   err = declared_features(k->api, info, true, 0, &features);
   if (!err.empty()) return "reading the declared shape of output Y: " + err;
@@ -63,6 +72,7 @@ std::string compute(AttentionKernel* k, ort::KernelContext* ctx) {
   err = packed ? check_packed_attention(in[0].dims, mask, k->heads, k->head_dim, &shape)
                : check_attention(in[0].dims, in[1].dims, in[2].dims, mask, k->heads, k->head_dim, &shape);
   if (!err.empty()) return err;
+  shape.int8 = k->int8;
   const int64_t elements = shape.batch * shape.seq * shape.heads * shape.head_dim;
   if (elements > 0 && (in[0].data == nullptr || (!packed && (in[1].data == nullptr || in[2].data == nullptr)) ||
                        (present[3] && in[3].data == nullptr)))
