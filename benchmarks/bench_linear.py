@@ -12,8 +12,9 @@ compaction could remove (all-zero rows and columns of W: none for a random mask 
 sparsities, so the compacted linear is the dense one). Whole model: the packaged MiniLM
 magnitude-pruned per matrix, exported dense, compact (heads and FFN neurons that are provably
 dead removed) and sparse-kernel (and auto with --auto), run through
-runtime.session.ModelSession. ``dense-mha`` and ``sparse-kernel-mha`` use onnxruntime's com.microsoft.MultiHeadAttention (sparse-kernel
-itself uses the ai.smp.Attention kernel): dense-mha is the part of a speed-up that fused
+runtime.session.ModelSession; ``sparse-kernel-int8`` is ``--weights sparse-kernel --precision int8``
+(the int8 kernels, validated by row cosine / top-1). ``dense-mha`` and ``sparse-kernel-mha`` use
+onnxruntime's com.microsoft.MultiHeadAttention (sparse-kernel itself uses the ai.smp.Attention kernel): dense-mha is the part of a speed-up that fused
 attention alone gives a dense model. bert-base is a
 BERT-base-shaped encoder (12 layers, hidden 768, 12 heads, FFN 3072) with random weights built
 here (no download): speed depends on shapes and masks, not on the values.
@@ -197,13 +198,14 @@ def _model_exports(suite: str, sparsity: float, directory: Path, args) -> dict[s
     ckpt = read_checkpoint(model_dir, ReadOptions(mask_file=mask), input_format="packed")
     tune = AutotuneConfig(tokens=tuple(b * args.seq_len for b in args.batch), threads=args.threads)
     variants = {"dense": {}, "compact": {}, "dense-mha": {"attention": "mha"},
-                "sparse-kernel-mha": {"attention": "mha"}, "sparse-kernel": {}}
+                "sparse-kernel-mha": {"attention": "mha"}, "sparse-kernel": {},
+                "sparse-kernel-int8": {"precision": "int8"}}
     if args.auto:
         variants["auto"] = {"autotune": tune}
     out = {}
     for name, extra in variants.items():
         out[name] = directory / f"{suite}-{sparsity}-{name}"
-        weights = "dense" if name.startswith("dense") else name.removesuffix("-mha")
+        weights = "dense" if name.startswith("dense") else name.removesuffix("-mha").removesuffix("-int8")
         export_onnx(ckpt, out[name], options=ExportOptions(weights=weights, overwrite=True, **extra))
     return out
 

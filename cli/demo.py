@@ -1,9 +1,11 @@
-"""``make demo``: export the SMP-pruned MiniLM shipped in the repository, every variant, validated.
+"""``make demo``: export the SMP-pruned MiniLM shipped in the repository, every variant in every
+precision it offers (fp32, and int8 where the variant has it), validated.
 
 Run as ``python -m cli.demo --output build/demo``. The checkpoint is smp-train's SMP-S run at
 10% of the encoder weights on BBC News (``checkpoints/minilm-bbc-smp-s-keep0.10``: packed masks
 over the packaged all-MiniLM-L6-v2 plus its frozen prototype head); ``make train-demo``
-reproduces it. ``make demo`` then benchmarks the exports with ``smp-bench``.
+reproduces it. ``make demo`` then benchmarks the exports with ``smp-bench``. An int8 export goes
+to ``<variant>-int8``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import click
 
 from smp_export.autotune import AutotuneConfig
 from smp_export.export import WEIGHTS_VARIANTS, ExportOptions, export_onnx
+from smp_export.options import FP32, PRECISIONS
 from smp_export.variants import get_variant
 from smp_export.readers import read_checkpoint
 from smp_export.summary import format_summary
@@ -29,22 +32,29 @@ SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "minilm-bbc-smp-
               help="Checkpoint to export (any format smp-export reads).")
 @click.option("--weights", "variants", type=str, default=",".join(WEIGHTS_VARIANTS), show_default=True,
               help="Comma-separated export variants.")
+@click.option("--precisions", type=str, default=",".join(PRECISIONS), show_default=True,
+              help="Comma-separated precisions; each variant is exported in those it offers.")
 @click.option("--autotune-tokens", type=click.IntRange(min=1), default=32 * 128, show_default=True,
               help="Activation rows --weights auto times each linear at: the benchmark's batch x seq.")
-def main(output: Path, checkpoint: Path, variants: str, autotune_tokens: int) -> None:
+def main(output: Path, checkpoint: Path, variants: str, precisions: str, autotune_tokens: int) -> None:
     """Export the shipped SMP checkpoint as every variant, validate each, print the summaries."""
     configure_logging(False)
     rows = []
     with cli_errors(sigterm=True):
         ckpt = read_checkpoint(checkpoint)
+        wanted = split_names(precisions)
         for weights in split_names(variants):
-            out = output / f"minilm-{ckpt.method}-{ckpt.density():.2f}-{weights}"
-            tune = f" --autotune-tokens {autotune_tokens}" if get_variant(weights).autotunes else ""
-            click.echo(f"\n$ smp-export {checkpoint} --weights {weights}{tune} -o {out}")
-            options = ExportOptions(weights=weights, overwrite=True, autotune=AutotuneConfig(tokens=(autotune_tokens,)))
-            manifest = export_onnx(ckpt, out, options=options)
-            click.echo(format_summary(manifest, out))
-            rows.append((weights, manifest.files["model.onnx"], manifest.validation.max_abs_diff))
+            for precision in [p for p in get_variant(weights).precisions if p in wanted]:
+                name = weights if precision == FP32 else f"{weights}-{precision}"
+                out = output / f"minilm-{ckpt.method}-{ckpt.density():.2f}-{name}"
+                tune = f" --autotune-tokens {autotune_tokens}" if get_variant(weights).autotunes else ""
+                flag = "" if precision == FP32 else f" --precision {precision}"
+                click.echo(f"\n$ smp-export {checkpoint} --weights {weights}{flag}{tune} -o {out}")
+                options = ExportOptions(weights=weights, precision=precision, overwrite=True,
+                                        autotune=AutotuneConfig(tokens=(autotune_tokens,)))
+                manifest = export_onnx(ckpt, out, options=options)
+                click.echo(format_summary(manifest, out))
+                rows.append((name, manifest.files["model.onnx"], manifest.validation.max_abs_diff))
     click.echo(f"\n{'variant':<20} {'model.onnx':>14} {'max |diff| vs masked torch':>28}")
     for weights, size, diff in rows:
         click.echo(f"{weights:<20} {size / 2**20:>10.2f} MiB {diff:>28.2e}")

@@ -56,7 +56,10 @@ QUANTIZATION: dict[str, Any] = {"method": "onnxruntime.quantize_dynamic", "weigh
 #: What the kernel variants' int8 (``ai.smp.SparseLinearInt8``) does instead, for the manifest.
 KERNEL_QUANTIZATION: dict[str, Any] = {"method": "ai.smp.SparseLinearInt8", "weights": "int8, symmetric per output row",
                                        "activations": "int8, symmetric per token, inside the node",
-                                       "accumulation": "int32", "other_ops": "fp32"}
+                                       "accumulation": "int32",
+                                       "attention": "ai.smp.Attention precision=int8: Q, K per row, V per column, "
+                                                    "7-bit softmax weights, int32 sums, softmax fp32",
+                                       "other_ops": "fp32"}
 #: The initializers quantize_dynamic writes for a weight ``W``: ``W_quantized``, its scale and zero point.
 _PARTS = ("_quantized", "_scale", "_zero_point")
 

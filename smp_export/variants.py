@@ -17,8 +17,9 @@ int8, so it is refused rather than duplicated. ``sparse-kernel`` int8 is this pr
 kernel: its ``int8_storage`` pass writes every pruned linear as ``ai.smp.SparseLinearInt8``
 (int8 CSR, per-row weight scales, per-token activations) and the same fusions as fp32 follow
 (``int8_fusions``: GELU / residual / LayerNorm folded into the int8 nodes, feed-forward pairs as
-``ai.smp.SparseFFNInt8``, Q/K/V stacked; the recorded ``benchmarks/results/*-int8-variant-*``,
-slower than fp32 ``sparse-kernel`` on the shipped MiniLM, predate these int8 fusions).
+``ai.smp.SparseFFNInt8``, Q/K/V stacked, then ``ai.smp.Attention`` in int8; the recorded
+``benchmarks/results/*-int8-variant-*``, slower than fp32 ``sparse-kernel`` on the shipped
+MiniLM, predate these int8 fusions; ``*-peers-*`` from 20261207-151936 on has them).
 Not on ``auto``: its per-layer choice among dense, CSR and BSR has no int8 candidates yet.
 ``check_precision`` refuses these before any work.
 """
@@ -41,6 +42,7 @@ from .errors import ExportError
 from .graph import linear_initializer_name
 from .int8 import validate_int8
 from .options import FP32, INT8, PRECISIONS, ExportOptions
+from .passes import INT8_KERNEL_FUSIONS as _INT8_FUSIONS
 from .passes import KERNEL_FUSIONS as _FUSIONS
 from .passes import sparse_initializer_pass, sparse_linear_int8_pass, sparse_linear_pass
 from .validate import ValidationConfig, validate_fp32
@@ -99,6 +101,7 @@ def _model_pass(fn: Callable[[onnx.ModelProto], onnx.ModelProto]) -> Pass:
 
 
 _FUSION_STEPS: tuple[Pass, ...] = tuple(_model_pass(fn) for fn in _FUSIONS)
+_INT8_FUSION_STEPS: tuple[Pass, ...] = tuple(_model_pass(fn) for fn in _INT8_FUSIONS)
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             stores="provably dead heads and FFN neurons removed: structurally smaller dense matrices"),
     Variant("sparse-kernel", choose=_csr_everywhere, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
             attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(), precisions=(FP32, INT8),
-            int8_storage=(_sparse_linears_int8,), int8_fusions=_FUSION_STEPS,
+            int8_storage=(_sparse_linears_int8,), int8_fusions=_INT8_FUSION_STEPS,
             stores="every pruned linear as ai.smp.SparseLinear (CSR; feed-forward pairs as SparseFFN, Q/K/V "
                    "stacked; int8: SparseLinearInt8 / SparseFFNInt8), attention as ai.smp.Attention"),
     Variant("auto", compacts=True, choose=_autotuned, autotunes=True, storage=(_sparse_linears,), fusions=_FUSION_STEPS,

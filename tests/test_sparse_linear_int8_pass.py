@@ -74,6 +74,10 @@ def test_sparse_kernel_int8_export_runs_the_fp32_fusions(tmp_path):
     assert all(len(n.input) == 15 and n.input[11] == n.input[0] for n in ffns)   # residual X, post-LayerNorm
     assert all(helper.get_attribute_value(a) == b"gelu" for n in ffns for a in n.attribute if a.name == "activation")
     assert ops.count("LayerNormalization") == 1 and "Erf" not in ops             # the embeddings' only
+    attention = [n for n in model.graph.node if n.op_type == "Attention"]
+    assert len(attention) == layers
+    assert all({a.name: helper.get_attribute_value(a) for a in n.attribute}.get("precision") == b"int8"
+               for n in attention)
 
 
 @needs_library
@@ -87,4 +91,5 @@ def test_sparse_kernel_int8_export_validates_and_records_the_quantization(tmp_pa
     record = Manifest.read(tmp_path / "q")
     assert record.precision == "int8"
     assert record.export_options["quantization"]["method"] == "ai.smp.SparseLinearInt8"
+    assert "int8" in record.export_options["quantization"]["attention"]
     assert all(layer.bytes > 0 and layer.format == "csr" for layer in record.layers)

@@ -13,12 +13,14 @@ matching, clean-up). In the order the kernel variants run them:
 
 the fusions (``KERNEL_FUSIONS``) treat SparseLinearInt8 as SparseLinear, at its own input
 positions (``matcher.linear_inputs``), an int8 pair becoming ``ai.smp.SparseFFNInt8``; they never
-join an fp32 node with an int8 one;
+join an fp32 node with an int8 one; ``attention_int8.attention_int8_pass`` then sets every
+``ai.smp.Attention`` to int8 (``INT8_KERNEL_FUSIONS``: the int8 kernel export);
 
 and, for the ``sparse-initializer`` variant, ``sparse_initializer.sparse_initializer_pass``.
 """
 
 from .attention import attention_fusion_pass
+from .attention_int8 import attention_int8_pass
 from .ffn import ffn_fusion_pass
 from .gelu import gelu_fusion_pass
 from .layer_norm import layer_norm_fusion_pass
@@ -31,6 +33,10 @@ from .sparse_linear_int8 import INT8_KEYS, sparse_linear_int8_pass
 # What the kernel variants run after ``sparse_linear_pass`` (or ``sparse_linear_int8_pass``), in this order.
 KERNEL_FUSIONS = (gelu_fusion_pass, residual_fusion_pass, layer_norm_fusion_pass, ffn_fusion_pass, qkv_fusion_pass)
 
-__all__ = ["INT8_KEYS", "KERNEL_FUSIONS", "KernelSpec", "attention_fusion_pass", "ffn_fusion_pass", "gelu_fusion_pass",
-           "layer_norm_fusion_pass", "module_of", "qkv_fusion_pass", "residual_fusion_pass", "sparse_arrays",
-           "sparse_initializer_pass", "sparse_linear_int8_pass", "sparse_linear_pass"]
+# And after them in the int8 kernel export: attention in int8 too.
+INT8_KERNEL_FUSIONS = (*KERNEL_FUSIONS, attention_int8_pass)
+
+__all__ = ["INT8_KEYS", "INT8_KERNEL_FUSIONS", "KERNEL_FUSIONS", "KernelSpec", "attention_fusion_pass",
+           "attention_int8_pass", "ffn_fusion_pass", "gelu_fusion_pass", "layer_norm_fusion_pass", "module_of",
+           "qkv_fusion_pass", "residual_fusion_pass", "sparse_arrays", "sparse_initializer_pass",
+           "sparse_linear_int8_pass", "sparse_linear_pass"]

@@ -22,13 +22,29 @@ struct Job {
   AttentionHeadFn head;
   Int8HeadFn int8_head;
   int64_t padded;
+  bool per_batch;  // one task per batch element (all its heads) instead of one per head
+  bool touch;      // per_batch, and the element's rows fit in 3/4 of a 1 MiB L2: stream them first
   std::atomic<bool> failed{false};
 };
 
-void run_head(void* data, size_t index) {
-  Job& job = *static_cast<Job*>(data);
+// Reads batch element b's rows of q, k and v front to back, one load per cache line: a head
+// reads its d columns of every row, lines ld floats apart that the hardware prefetchers do not
+// fetch ahead, while a sequential pass streams the whole block (seq x ld floats) into L2 for
+// the heads after it. Measured on Zen 4 (MiniLM, batch 32): see runtime/native/README.md.
+float touch_rows(const Job& job, int64_t b) {
   const AttentionShape& s = job.shape;
-  const int64_t b = static_cast<int64_t>(index) / s.heads, h = static_cast<int64_t>(index) % s.heads;
+  const bool packed = job.k == job.q + s.heads * s.head_dim;
+  float sum = 0.0f;
+  for (const float* base : {job.q, job.k, job.v}) {
+    const float* row = base + b * s.seq * s.ld_in;
+    for (int64_t i = 0; i < s.seq * s.ld_in; i += 16) sum += row[i];
+    if (packed) break;   // q, k and v share the rows
+  }
+  return sum;
+}
+
+void run_head(Job& job, int64_t b, int64_t h) {
+  const AttentionShape& s = job.shape;
   const bool fp32 = job.int8_head == nullptr;
   float* kt = fp32 ? tls_kt.get(static_cast<size_t>(2 * s.head_dim * job.padded)) : nullptr;
   float* scores = fp32 ? tls_scores.get(static_cast<size_t>(kAttentionRows * job.padded)) : nullptr;
@@ -51,6 +67,21 @@ void run_head(void* data, size_t index) {
   } else if (!job.int8_head(s, job.q + in, job.k + in, job.v + in, bias, job.padded, job.out + out)) {
     job.failed.store(true);
   }
+}
+
+void run_task(void* data, size_t index) {
+  Job& job = *static_cast<Job*>(data);
+  const int64_t heads = job.shape.heads;
+  if (!job.per_batch) {
+    run_head(job, static_cast<int64_t>(index) / heads, static_cast<int64_t>(index) % heads);
+    return;
+  }
+  const int64_t b = static_cast<int64_t>(index);
+  if (job.touch) {
+    volatile float sink = touch_rows(job, b);
+    (void)sink;
+  }
+  for (int64_t h = 0; h < heads; ++h) run_head(job, b, h);
 }
 
 }  // namespace
@@ -139,7 +170,12 @@ std::string attention(const AttentionShape& shape, const float* q, const float* 
   const bool vector_ok = shape.head_dim % 8 == 0 && shape.head_dim <= 64;
   job.head = vector_isa(resolve_isa(isa)) && vector_ok ? attention_head_avx2 : attention_head_portable;
   job.int8_head = shape.int8 ? attention_int8_head(shape) : nullptr;
-  std::string err = runner.parallel_for(static_cast<size_t>(shape.batch * shape.heads), run_head, &job);
+  // Enough batch elements to keep every thread busy: whole elements per task, rows streamed first.
+  job.per_batch = shape.batch >= 8 && shape.heads > 1;
+  const bool packed = k == q + shape.heads * shape.head_dim;
+  job.touch = job.per_batch && shape.seq * shape.ld_in * int64_t(sizeof(float)) * (packed ? 1 : 3) <= (int64_t(768) << 10);
+  const int64_t tasks = job.per_batch ? shape.batch : shape.batch * shape.heads;
+  std::string err = runner.parallel_for(static_cast<size_t>(tasks), run_task, &job);
   if (err.empty() && job.failed.load()) err = "out of memory for the attention scratch buffers";
   return err;
 }
