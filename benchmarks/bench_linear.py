@@ -14,8 +14,9 @@ magnitude-pruned per matrix, exported dense, compact (heads and FFN neurons that
 dead removed) and sparse-kernel (and auto with --auto), run through
 runtime.session.ModelSession; ``sparse-kernel-int8`` is ``--weights sparse-kernel --precision int8``
 (the int8 kernels, validated by row cosine / top-1). ``dense-mha`` and ``sparse-kernel-mha`` use
-onnxruntime's com.microsoft.MultiHeadAttention (sparse-kernel itself uses the ai.smp.Attention kernel): dense-mha is the part of a speed-up that fused
-attention alone gives a dense model. bert-base is a
+onnxruntime's com.microsoft.MultiHeadAttention (sparse-kernel itself uses the ai.smp.Attention
+kernel): dense-mha is the part of a speed-up that fused attention alone gives a dense model.
+bert-base is a
 BERT-base-shaped encoder (12 layers, hidden 768, 12 heads, FFN 3072) with random weights built
 here (no download): speed depends on shapes and masks, not on the values.
 
