@@ -75,7 +75,9 @@ def _cosines(a, b):
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-SHAPES = [(1, 1, 1, 32), (2, 5, 3, 32), (4, 37, 2, 32), (2, 128, 12, 32), (1, 64, 4, 64), (2, 9, 2, 8), (3, 33, 2, 96)]
+# batch >= 8: one task per batch element, its rows streamed first (attention.cc).
+SHAPES = [(1, 1, 1, 32), (2, 5, 3, 32), (4, 37, 2, 32), (2, 128, 12, 32), (1, 64, 4, 64), (2, 9, 2, 8), (3, 33, 2, 96),
+          (9, 21, 3, 32), (8, 7, 1, 64)]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -93,10 +95,11 @@ def test_matches_the_numpy_model_and_stays_close_to_fp32(monkeypatch, path, batc
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_packed_input_and_threads_give_the_same_output(monkeypatch, path, threads):
+@pytest.mark.parametrize("batch", [3, 10])
+def test_packed_input_and_threads_give_the_same_output(monkeypatch, path, threads, batch):
     _path(monkeypatch, path)
     rng = np.random.default_rng(11)
-    q, k, v, mask = _inputs(rng, 3, 45, 4, 32)
+    q, k, v, mask = _inputs(rng, batch, 45, 4, 32)
     three = _run(4, 32, q, k, v, mask, threads=threads)
     np.testing.assert_array_equal(_run(4, 32, q, k, v, mask, threads=threads, packed=True), three)
     np.testing.assert_array_equal(_run(4, 32, q, k, v, mask, threads=1), three)

@@ -40,7 +40,8 @@ def _inputs(rng, batch, seq, heads, d, mask_dtype=np.int64):
 
 
 @pytest.mark.parametrize("batch, seq, heads, d", [(1, 1, 1, 8), (2, 5, 3, 8), (3, 37, 2, 16), (4, 128, 12, 32),
-                                                  (1, 64, 12, 64), (2, 9, 2, 12), (2, 40, 4, 72), (1, 33, 1, 24)])
+                                                  (1, 64, 12, 64), (2, 9, 2, 12), (2, 40, 4, 72), (1, 33, 1, 24),
+                                                  (9, 19, 2, 32), (8, 6, 3, 16)])   # >= 8: a task per element
 @pytest.mark.parametrize("isa", ["auto", "portable"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_matches_numpy(batch, seq, heads, d, isa, threads):
@@ -132,7 +133,8 @@ def test_inputs_that_disagree_fail_at_run_naming_the_node():
                                                       "M": mask})
 
 
-@pytest.mark.parametrize("batch, seq, heads, d", [(1, 1, 1, 8), (3, 37, 2, 16), (2, 128, 12, 32), (2, 9, 2, 12)])
+@pytest.mark.parametrize("batch, seq, heads, d", [(1, 1, 1, 8), (3, 37, 2, 16), (2, 128, 12, 32), (2, 9, 2, 12),
+                                                  (9, 40, 4, 32)])
 @pytest.mark.parametrize("isa", ["auto", "portable"])
 def test_packed_qkv_equals_three_inputs(batch, seq, heads, d, isa):
     """One [batch, seq, 3 * width] tensor (q | k | v per row, as one stacked projection writes

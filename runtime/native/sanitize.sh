@@ -13,4 +13,5 @@ ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print
   .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_kernel.py tests/test_kernel_ort.py \
   tests/test_kernel_validation.py tests/test_kernel_abi.py tests/test_attention_kernel.py tests/test_ffn_kernel.py \
   tests/test_qkv_pass.py tests/test_kernel_hostile.py tests/test_kernel_int8.py tests/test_kernel_int8_op.py tests/test_kernel_int8_fused.py tests/test_attention_int8.py \
+  tests/test_int8_fusion_passes.py tests/test_int8_qkv_pass.py tests/test_attention_int8_pass.py \
   -k "not older_than_its_sources" "$@"
