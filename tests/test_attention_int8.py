@@ -123,3 +123,10 @@ def test_zero_inputs_give_finite_output(monkeypatch):
     mask = np.ones((1, 7), np.int64)
     out = _run(2, 32, q, q, q, mask)
     assert np.array_equal(out, np.zeros_like(out))
+
+
+def test_head_dim_beyond_the_exact_int32_range_is_refused():
+    d = (1 << 16) + 32
+    q = np.ones((1, 2, d), np.float32)
+    with pytest.raises(ORT_ERRORS, match=r"int8 attention takes head_dim at most 65536, got 65568"):
+        _run(1, d, q, q, q, np.ones((1, 2), np.int64))

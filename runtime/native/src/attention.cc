@@ -158,6 +158,9 @@ std::string attention(const AttentionShape& shape, const float* q, const float* 
   if (shape.int8 && shape.seq > kMaxInt8AttentionSeq)
     return "the int8 attention takes at most " + std::to_string(kMaxInt8AttentionSeq) + " tokens, got " +
            std::to_string(shape.seq);
+  if (shape.int8 && shape.head_dim > kMaxInt8AttentionHeadDim)
+    return "the int8 attention takes head_dim at most " + std::to_string(kMaxInt8AttentionHeadDim) + ", got " +
+           std::to_string(shape.head_dim);
   Job job;
   job.shape = shape;
   job.q = q;

@@ -27,8 +27,10 @@ struct AttentionShape {
 // The int8 form's heads: false when scratch memory runs out.
 using Int8HeadFn = bool (*)(const AttentionShape& s, const float* q, const float* k, const float* v,
                             const float* mask_bias, int64_t padded_seq, float* out);
-// Most keys of the int8 form: keeps its int32 sums exact (131,072 x 127 x 127 < 2^31).
+// Most keys, and most head_dim, of the int8 form: keeps its int32 sums exact
+// (131,072 x 127 x 127 < 2^31; head_dim x 255 x 127 < 2^31 with the VNNI paths' u8 offset).
 constexpr int64_t kMaxInt8AttentionSeq = int64_t(1) << 17;
+constexpr int64_t kMaxInt8AttentionHeadDim = int64_t(1) << 16;
 bool attention_head_int8_portable(const AttentionShape& s, const float* q, const float* k, const float* v,
                                   const float* mask_bias, int64_t padded_seq, float* out);
 // The int8 head for this CPU (SMP_SPARSE_INT8 steers it as for the linears); the vector paths

@@ -10,7 +10,8 @@
 // Normalising by the sum of the quantized weights keeps them summing to exactly one. 7-bit
 // weights keep every u8 x s8 pair sum of vpmaddubsw within int16 (2 x 127 x 127), so AVX2
 // without VNNI computes the same integers. The vector paths differ from this one only in exp
-// (a polynomial, ~1e-7 relative), which can move a weight by one step. The int8 kernel export
+// (a polynomial, ~1e-7 relative), which can move a weight by one step. A NaN or inf in Q, K or V
+// makes the rows it reaches NaN or meaningless, on every path alike in kind but not bit for bit. The int8 kernel export
 // writes it; measured against the fp32 attention in runtime/native/README.md ("int8 attention").
 #include <algorithm>
 #include <cmath>
@@ -82,7 +83,10 @@ bool attention_head_int8_portable(const AttentionShape& s, const float* q, const
 }
 Int8HeadFn attention_int8_head(const AttentionShape& s) {
   const Int8Path path = resolve_int8_path(Int8Path::kAuto);
-  if (path == Int8Path::kPortable || s.head_dim % 32 != 0 || s.head_dim > 128) return attention_head_int8_portable;
+  // The vector heads are built with -mfma (exp's polynomial): AVX2 alone is not enough.
+  const bool fma = resolve_isa(Isa::kAvx2) == Isa::kAvx2;
+  if (path == Int8Path::kPortable || !fma || s.head_dim % 32 != 0 || s.head_dim > 128)
+    return attention_head_int8_portable;
   return attention_head_int8_x86(static_cast<int>(path));
 }
 

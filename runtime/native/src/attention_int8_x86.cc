@@ -186,8 +186,10 @@ bool prepare_head(const AttentionShape& s, const float* q, const float* k, const
   t.vinv = t.buf[8].get(d);
   t.sc = t.buf[9].get(kQueryRows * keys);
   t.pq = reinterpret_cast<uint8_t*>(t.buf[10].get(kQueryRows * keys / 4));
-  for (const Buffer& b : t.buf)
-    if (b.data == nullptr) return false;
+  // Buffer::get returns null (and keeps its old block) when growing fails: check what it returned.
+  const void* got[] = {t.qs8, t.qu8, t.qscale, t.kq, t.kscale, t.kcomp, t.vq, t.vscale, t.vinv, t.sc, t.pq};
+  for (const void* p : got)
+    if (p == nullptr) return false;
   prepare_qk(s, q, k, padded, t);
   prepare_v(s, v, padded, t);
   return true;

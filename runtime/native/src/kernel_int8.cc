@@ -133,12 +133,18 @@ bool quantized_tile(Int8Scratch& s, uint64_t job, int64_t tile, const float* x, 
 
 void store_rows_int8(const Int8Csr& w, const uint8_t* xq, const float* st, int64_t r0, int64_t r1, float* yt,
                      const Int8Kernels& k, const Epilogue& epilogue, const OutputTile& out) {
+  // The activation runs on the whole block (KernelOps::activate) rather than in the store, whose
+  // tail rows use a scalar erf: SparseFFNInt8 activates its hidden tile the same way, and a token's
+  // int8 scale in the next product depends on every bit of it.
+  Epilogue plain = epilogue;
+  plain.activation = kActivationNone;
   for (int64_t b0 = r0; b0 < r1; b0 += kInt8RowBlock) {
     const int64_t b1 = std::min(r1, b0 + kInt8RowBlock);
     k.ops->accumulate(w, xq, st, b0, b1, yt);
+    k.store->activate(yt, (b1 - b0) * kTile, epilogue.activation);
     const int64_t at = out.m0 * out.ldy + b0;
-    k.store->store(yt, b1 - b0, out.mt, out.y + at, out.ldy, out.stream, epilogue,
-                epilogue.residual != nullptr ? epilogue.residual + at : nullptr);
+    k.store->store(yt, b1 - b0, out.mt, out.y + at, out.ldy, out.stream, plain,
+                   epilogue.residual != nullptr ? epilogue.residual + at : nullptr);
   }
 }
 
