@@ -2,6 +2,7 @@
 # Shared by the suites: run smp-bench with the suite's recorded arguments into
 # benchmarks/results/<UTC date>-<suite>-<cpu>/ and append a line to benchmarks/results/INDEX.md.
 #   record SUITE [smp-bench args ...]
+# and, for the C++ probes, probe (below).
 set -euo pipefail
 
 record() {
@@ -23,4 +24,30 @@ record() {
   local at; at=$(grep -n '^| ' "$index" | tail -1 | cut -d: -f1)
   { head -n "$at" "$index"; printf '%s\n' "$row"; tail -n +"$((at + 1))" "$index"; } > "$index.tmp" && mv "$index.tmp" "$index"
   echo "recorded in $out and $index"
+}
+
+# A C++ probe: compile benchmarks/NAME.cc (g++ -O3 -march=native), run the caller's
+# `probe_runs BIN` and write benchmarks/results/<UTC date>-<NAME, dashed>-<cpu>.md with the
+# machine, the compiler and the output; append its line (LABEL) to benchmarks/results/INDEX.md.
+#   probe NAME "TITLE" "LABEL"
+probe() {
+  local name=$1 title=$2 label=$3
+  local root; root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  local stamp; stamp=$(date -u +%Y%m%d-%H%M%S)
+  local cpu; cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs)
+  local out; out=$root/benchmarks/results/$stamp-${name//_/-}-$(echo "$cpu" | awk '{print $1"-"$2}').md
+  local bin; bin=$(mktemp -d)/probe
+  g++ -O3 -march=native -o "$bin" "$root/benchmarks/$name.cc"
+  {
+    echo "# $title"
+    echo
+    echo "- machine: $cpu, $(nproc) cores; family $(grep -m1 "cpu family" /proc/cpuinfo | cut -d: -f2 | xargs) model $(grep -m1 "^model\s" /proc/cpuinfo | cut -d: -f2 | xargs); flags: $(grep -m1 flags /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_vnni|avx_vnni)$' | xargs)"
+    echo "- compiler: $(g++ --version | head -1), -O3 -march=native"
+    echo "- command: bash benchmarks/$name.sh (source: benchmarks/$name.cc)"
+    echo
+    echo '```'
+    probe_runs "$bin"
+    echo '```'
+  } > "$out"
+  echo "| $stamp | $label | $(echo "$cpu" | awk '{print $1" "$2}') | 1 | \`bash benchmarks/$name.sh\` | [$(basename "$out")]($(basename "$out")) |" >> "$root/benchmarks/results/INDEX.md"
 }
