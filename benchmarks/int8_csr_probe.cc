@@ -3,6 +3,7 @@
 // transposed in cache, best of 300 passes. Variants: AVX-VNNI (one and two accumulator sets),
 // AVX2 with the sign trick (full-range s8 weights), AVX2 with 7-bit weights (no sign trick), and
 // AVX2 on int16 pairs. Quantizing X and dequantizing Y are not timed. Run: bash benchmarks/int8_csr_probe.sh
+#include <cmath>
 #include <immintrin.h>
 #include <chrono>
 #include <cstdio>
@@ -157,8 +158,10 @@ int main(int argc, char** argv) {
   int16_t* x16 = (int16_t*)aligned_alloc(64, size_t(cols) * T*2); for (size_t i = 0; i < size_t(cols) * T; ++i) x16[i] = (g() & 255)-128;
   float* y = (float*)aligned_alloc(64, size_t(rows) * T * 4); int32_t* yi = (int32_t*)aligned_alloc(64, size_t(rows) * T * 4);
   double tf = best_ns([&] { run_fp32(a, rows, xt, y); }, 300);
-  double tv = best_ns([&] { run_vnni(a, rows, x8, yi); }, 300);
-  double tv2 = best_ns([&] { run_vnni2(a, rows, x8, yi); }, 300);
+  // AVX-VNNI only where the CPU has it (nan otherwise: Zen 4 has AVX512-VNNI but not AVX-VNNI).
+  const bool vnni = __builtin_cpu_supports("avxvnni");
+  double tv = vnni ? best_ns([&] { run_vnni(a, rows, x8, yi); }, 300) : NAN;
+  double tv2 = vnni ? best_ns([&] { run_vnni2(a, rows, x8, yi); }, 300) : NAN;
   double t2 = best_ns([&] { run_avx2(a, rows, x8, yi); }, 300);
   double t7 = best_ns([&] { run_avx2_7(a, rows, x8, yi); }, 300);
   for (auto& o : a.qoff) o *= 1; // same offsets in elements
