@@ -12,40 +12,34 @@
 namespace smp {
 namespace {
 
-void quantize_tile_portable(const float* x, int64_t ld, int64_t mt, int64_t cols, uint8_t* xq, float* st) {
+// Token t's value i at x[t * token_stride + i * value_stride] (i < n) -> q[i * kTile + t]: the
+// per-token quantization of kernel_int8.h for token-major rows and for a transposed tile alike.
+void quantize_strided(const float* x, int64_t token_stride, int64_t value_stride, int64_t mt, int64_t n, uint8_t* q,
+                      float* st) {
   for (int64_t t = 0; t < kTile; ++t) {
+    const float* xt = x + t * token_stride;
     float amax = 0.0f;
     bool finite = true;
-    for (int64_t k = 0; t < mt && k < cols; ++k) {
-      const float v = x[t * ld + k];
+    for (int64_t i = 0; t < mt && i < n; ++i) {
+      const float v = xt[i * value_stride];
       finite = finite && std::isfinite(v);
       amax = std::max(amax, std::fabs(v));
     }
     const float inv = (t < mt && finite && amax > 0.0f) ? 127.0f / amax : 0.0f;
     st[t] = t >= mt ? 0.0f : (finite ? amax / 127.0f : NAN);
-    for (int64_t k = 0; k < cols; ++k) {
-      const float q = t < mt ? std::nearbyint(x[t * ld + k] * inv) : 0.0f;
-      xq[k * kTile + t] = static_cast<uint8_t>(static_cast<int>(std::min(127.0f, std::max(-127.0f, q))) + 128);
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = t < mt ? std::nearbyint(xt[i * value_stride] * inv) : 0.0f;
+      q[i * kTile + t] = static_cast<uint8_t>(static_cast<int>(std::min(127.0f, std::max(-127.0f, v))) + 128);
     }
   }
 }
 
+void quantize_tile_portable(const float* x, int64_t ld, int64_t mt, int64_t cols, uint8_t* xq, float* st) {
+  quantize_strided(x, ld, 1, mt, cols, xq, st);
+}
+
 void quantize_transposed_portable(const float* ht, int64_t rows, int64_t mt, uint8_t* hq, float* st) {
-  for (int64_t t = 0; t < kTile; ++t) {
-    float amax = 0.0f;
-    bool finite = true;
-    for (int64_t r = 0; t < mt && r < rows; ++r) {
-      const float v = ht[r * kTile + t];
-      finite = finite && std::isfinite(v);
-      amax = std::max(amax, std::fabs(v));
-    }
-    const float inv = (t < mt && finite && amax > 0.0f) ? 127.0f / amax : 0.0f;
-    st[t] = t >= mt ? 0.0f : (finite ? amax / 127.0f : NAN);
-    for (int64_t r = 0; r < rows; ++r) {
-      const float q = t < mt ? std::nearbyint(ht[r * kTile + t] * inv) : 0.0f;
-      hq[r * kTile + t] = static_cast<uint8_t>(static_cast<int>(std::min(127.0f, std::max(-127.0f, q))) + 128);
-    }
-  }
+  quantize_strided(ht, 1, kTile, mt, rows, hq, st);
 }
 
 void accumulate_portable(const Int8Csr& w, const uint8_t* xq, const float* st, int64_t r0, int64_t r1, float* yt) {
