@@ -30,7 +30,7 @@ from int8_linear_ab import measure  # noqa: E402
 
 from runtime.kernels import SPARSE_DOMAIN, custom_op_library_path  # noqa: E402
 from runtime.kernels_int8 import INT8_PATHS, int8_path  # noqa: E402
-from smp_bench.stats import cpu_isa, cpu_model, environment  # noqa: E402
+from smp_bench.stats import cpu_isa, cpu_model, environment, machine_slug  # noqa: E402
 
 SHAPES = [(12, 32), (12, 64)]
 
@@ -93,7 +93,7 @@ def main() -> None:
 
 def _write(args: argparse.Namespace, records: list[dict]) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = ROOT / "benchmarks" / "results" / f"{stamp}-attention-int8-{cpu_model().split()[0]}-{cpu_model().split()[1]}"
+    out = ROOT / "benchmarks" / "results" / f"{stamp}-attention-int8-{machine_slug(cpu_model())}"
     meta = {"command": "python benchmarks/attention_int8_ab.py " + " ".join(sys.argv[1:]), "cpu": cpu_model(),
             "cpu_isa": cpu_isa(), "threads": args.threads, "rounds": args.rounds, "environment": environment()}
     out.with_suffix(".json").write_text(json.dumps({**meta, "records": records}, indent=2) + "\n")

@@ -46,7 +46,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from runtime.contract import random_inputs  # noqa: E402
 from smp_bench.harness import Runner, TimingPlan, time_interleaved  # noqa: E402
-from smp_bench.stats import environment, speedup, summarize  # noqa: E402
+from smp_bench.stats import environment, machine_slug, speedup, summarize  # noqa: E402
 
 # Targets of issue #4 (ratio of medians vs onnxruntime dense).
 LINEAR_TARGETS = {(4096, 0.9): 7.0, (4096, 0.97): 20.0, (128, 0.9): 5.0, (128, 0.97): 12.0}
@@ -276,9 +276,8 @@ def _write(records: list[dict], suite: str, args) -> Path:
     from runtime.kernels import resolved_isa
 
     env["kernel_isa"] = resolved_isa()
-    slug = "".join(c if c.isalnum() else "-" for c in env["cpu_model"])[:40].strip("-")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out_dir) / f"{stamp}-{suite}-{slug}"
+    out = Path(args.out_dir) / f"{stamp}-{suite}-{machine_slug(env['cpu_model'])}"
     payload = {"command": sys.argv, "environment": env, "records": records}
     out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(payload, f"{suite} suite, {stamp} UTC"))

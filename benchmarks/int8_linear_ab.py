@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from runtime.kernels import resolved_isa, sparse_linear  # noqa: E402
 from runtime.kernels_int8 import INT8_PATHS, int8_linear, int8_path, quantize_csr_rows  # noqa: E402
-from smp_bench.stats import cpu_isa, cpu_model, environment  # noqa: E402
+from smp_bench.stats import cpu_isa, cpu_model, environment, machine_slug  # noqa: E402
 
 SHAPES = [(1536, 384), (384, 1536), (384, 384)]
 
@@ -87,7 +87,7 @@ def main() -> None:
                 line = "  ".join(f"{n} {t:.3f} ms ({base / t:.2f}x)" for n, t in med.items())
                 print(f"{shape[0]:5d}x{shape[1]:<5d} sparsity {sparsity:.2f} tokens {tokens:5d}: {line}", flush=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = ROOT / "benchmarks" / "results" / f"{stamp}-int8-linear-{cpu_model().split()[0]}-{cpu_model().split()[1]}"
+    out = ROOT / "benchmarks" / "results" / f"{stamp}-int8-linear-{machine_slug(cpu_model())}"
     meta = {"command": "python benchmarks/int8_linear_ab.py " + " ".join(sys.argv[1:]), "cpu": cpu_model(),
             "cpu_isa": cpu_isa(), "threads": args.threads, "rounds": args.rounds, "environment": environment()}
     out.with_suffix(".json").write_text(json.dumps({**meta, "records": records}, indent=2) + "\n")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -316,15 +315,9 @@ def markdown(rows: Sequence[Mapping[str, Any]], *, skipped: Sequence[Skipped] = 
     return "\n".join(lines) + "\n"
 
 
-def machine_slug(cpu_model: str) -> str:
-    """The machine part of a results folder's name, as benchmarks/_record.sh makes it."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", cpu_model).strip("-")[:40].rstrip("-")
-    return slug or "unknown-cpu"
-
-
 def results_dir(root: Path, stamp: str, cpu_model: str) -> Path:
     """``<root>/<stamp>-peers-<machine>``."""
-    return Path(root) / f"{stamp}-peers-{machine_slug(cpu_model)}"
+    return Path(root) / f"{stamp}-peers-{stats.machine_slug(cpu_model)}"
 
 
 def write_results(out_dir: Path, rows: Sequence[Mapping[str, Any]], *, skipped: Sequence[Skipped] = (),

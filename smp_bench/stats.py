@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -99,6 +100,13 @@ def current_rss_mb() -> float | None:
     except OSError:
         return None
     return int(fields[1]) * os.sysconf("SC_PAGE_SIZE") / _MIB
+
+
+def machine_slug(cpu_model: str) -> str:
+    """The machine part of a results file's name, as benchmarks/_record.sh makes it:
+    ``Intel(R) Xeon(R) Processor`` -> ``Intel-R-Xeon-R-Processor`` (no characters a shell quotes)."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", cpu_model).strip("-")[:40].rstrip("-")
+    return slug or "unknown-cpu"
 
 
 def cpu_model() -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from smp_bench import peers as P
+from smp_bench.stats import machine_slug
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -204,8 +205,9 @@ def test_the_report_files_hold_every_row_the_bar_and_the_reasons(tmp_path):
 
 
 def test_results_folder_and_index_line(tmp_path):
-    assert P.machine_slug("AMD EPYC 9B45 64-Core Processor") == "AMD-EPYC-9B45-64-Core-Processor"
-    assert P.machine_slug("???") == "unknown-cpu"
+    assert machine_slug("AMD EPYC 9B45 64-Core Processor") == "AMD-EPYC-9B45-64-Core-Processor"
+    assert machine_slug("???") == "unknown-cpu"
+    assert machine_slug("Intel(R) Xeon(R) Processor") == "Intel-R-Xeon-R-Processor"
     out = P.results_dir(tmp_path, "20260101-000000", "AMD EPYC")
     assert out.name == "20260101-000000-peers-AMD-EPYC"
     index = tmp_path / "INDEX.md"

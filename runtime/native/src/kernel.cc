@@ -214,6 +214,17 @@ const char* isa_name(Isa isa) {
   return isa == Isa::kAvx512 ? "avx512" : (isa == Isa::kAvx2 ? "avx2" : "portable");
 }
 
+// AVX-512 is the default on Intel only, by measurement (benchmarks/isa_ab.py, 2 cores): on a
+// Xeon with AMX (family 6 model 167) it was 1.01-1.19x AVX2 per linear and, for MiniLM, 1.01x at
+// batch 32 and 1.16x at batch 1; on Zen 5 it was 3-4% slower than AVX2 for MiniLM at batch 32.
+static bool intel_cpu() {
+#if defined(__x86_64__)
+  return __builtin_cpu_is("intel");
+#else
+  return false;
+#endif
+}
+
 Isa resolve_isa(Isa requested) {
 #if defined(__x86_64__) && defined(SMP_HAVE_AVX2)
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -230,12 +241,11 @@ Isa resolve_isa(Isa requested) {
   const Isa vector = avx2 ? Isa::kAvx2 : Isa::kPortable;
   const Isa best = avx512 ? Isa::kAvx512 : vector;
   if (requested == Isa::kAuto) {
-    // AVX-512 only when asked: on the 2-core Zen 5 it measured (benchmarks/isa_ab.py) it was
-    // 3-4% slower than AVX2 for MiniLM at batch 32 and 4% faster at batch 1.
     const char* env = std::getenv("SMP_SPARSE_ISA");
     if (env != nullptr && std::strcmp(env, "portable") == 0) return Isa::kPortable;
+    if (env != nullptr && std::strcmp(env, "avx2") == 0) return vector;
     if (env != nullptr && std::strcmp(env, "avx512") == 0) return best;
-    return vector;
+    return intel_cpu() ? best : vector;
   }
   if (requested == Isa::kAvx512) return best;
   if (requested == Isa::kAvx2) return avx2 ? Isa::kAvx2 : Isa::kPortable;

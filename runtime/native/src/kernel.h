@@ -11,8 +11,8 @@ namespace smp {
 
 enum class Isa : int { kAuto = -1, kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
 
-// The ISA used for `requested`: kAuto picks AVX2/FMA where the CPU and OS support it, else
-// portable; SMP_SPARSE_ISA=avx512 makes it AVX-512 (F) where supported, =portable the fallback.
+// The ISA used for `requested`: kAuto picks AVX-512 (F) on Intel CPUs that have it, else AVX2/FMA
+// where the CPU and OS support it, else portable; SMP_SPARSE_ISA=avx512|avx2|portable overrides it.
 // An unsupported request falls back to the best supported ISA below it.
 Isa resolve_isa(Isa requested);
 const char* isa_name(Isa isa);
