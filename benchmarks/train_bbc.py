@@ -66,11 +66,13 @@ def row_args(row: str, args: argparse.Namespace) -> list[str]:
             "--score-init-from", args.score_init_from, *common, *extra]
 
 
-def run_row(row: str, args: argparse.Namespace) -> dict:
-    """Run (or, with --reuse, read back) one row; return its record."""
+def run_row(row: str, args: argparse.Namespace, train_args: list[str] | None = None) -> dict:
+    """Run (or, with --reuse, read back) one row (its smp-train arguments: ``train_args``, else
+    ``row_args``); return its record."""
     out = Path(args.out) / row
     results = out / "eval_results.json"
-    cmd = [sys.executable, "-m", "cli.train", "-o", str(out), *row_args(row, args), "--overwrite"]
+    train_args = row_args(row, args) if train_args is None else train_args
+    cmd = [sys.executable, "-m", "cli.train", "-o", str(out), *train_args, "--overwrite"]
     shown = f"OMP_NUM_THREADS={args.threads} nice -n 10 python -m cli.train " + shlex.join(cmd[3:])
     if args.reuse and results.is_file():
         record = json.loads(results.read_text())

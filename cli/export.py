@@ -81,6 +81,9 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
 @click.option("--smp-s-temperature", type=float, default=None,
               help="Temperature p of SMP-S: R(S) = sum(sigmoid(S / p)); default: the checkpoint's, else 1.")
 @click.option("--threshold", type=float, default=None, help="Movement-pruning threshold.")
+@click.option("--granularity", default=None,
+              help="Check that the masks have this structure before any output: neuron, head, structured, "
+                   "block:RxC or N:M (e.g. 2:4). smp-train checkpoints are checked against their own record.")
 @click.option("--mask", "mask_file", type=click.Path(path_type=Path), default=None,
               help="Packed-bit .npy mask (official SMP release format); MODEL_DIR is the dense base.")
 @click.option("--label-words", type=str, default=None,
@@ -109,7 +112,7 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
          threshold: float | None, mask_file: Path | None, label_words: str | None, validate: bool,
          atol: float, overwrite: bool, verbose: bool, autotune_tokens: str = "128", attention: str = "auto",
          tokenizer: bool = True, config_limits: tuple[str, ...] = (), precision: str = "fp32",
-         min_cosine: float = 0.99, min_top1: float = 0.95) -> None:
+         min_cosine: float = 0.99, min_top1: float = 0.95, granularity: str | None = None) -> None:
     """Export a pruning checkpoint in MODEL_DIR to a validated sparse ONNX model.
 
     Input formats, detected automatically (or forced with --input-format): packed (a
@@ -123,7 +126,7 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
     read_options = ReadOptions(keep=_keep_from(keep, sparsity), smp_s=smp_s,
                                smp_s_temperature=smp_s_temperature, threshold=threshold,
                                mask_file=mask_file, label_words=_label_words(label_words),
-                               limits=_limits(config_limits))
+                               limits=_limits(config_limits), granularity=granularity)
     quantized = QuantizedValidationConfig(min_cosine=min_cosine, min_top1=min_top1)
     options = ExportOptions(weights=weights, validate=validate, overwrite=overwrite, tokenizer=tokenizer,
                             validation=ValidationConfig(atol=atol, quantized=quantized),

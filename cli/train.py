@@ -39,8 +39,16 @@ def _model_dir(model_dir: Path | None) -> Path:
 @click.option("--method", type=click.Choice(METHODS), default="smp-s", show_default=True,
               help="smp-s / smp-l (SMP), global-topk and movement (baselines), dense and magnitude (no scores).")
 @click.option("--keep", type=float, default=0.1, show_default=True, help="Final keep ratio v_f.")
+@click.option("--granularity", default="weight", show_default=True,
+              help="One score per: weight, neuron (FFN), head (attention), structured (neurons + heads), "
+                   "block:RxC (e.g. block:32x32) or N:M (e.g. 2:4, with --keep N/M).")
+@click.option("--head-keep", type=float, default=None,
+              help="Final keep ratio of attention heads (head / structured granularity); default --keep.")
+@click.option("--inner-keep", type=float, default=None,
+              help="hybrid: final keep ratio of the weights inside the kept neurons and heads (default 1).")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="SMP-S temperature p.")
-@click.option("--lambda-final", type=float, default=400.0, show_default=True, help="Final regularizer weight.")
+@click.option("--lambda-final", type=float, default=None,
+              help="Final regularizer weight [default: 400; 0 for neuron / head scores (measured better)].")
 @click.option("--score-lr", type=float, default=2e-2, show_default=True)
 @click.option("--score-init", type=float, default=0.0, show_default=True, help="Constant initial score.")
 @click.option("--score-init-from", "score_init_mode", type=click.Choice(["constant", "magnitude"]), default="constant",
@@ -84,9 +92,9 @@ def _model_dir(model_dir: Path | None) -> Path:
 @click.option("--ship", type=click.Path(path_type=Path), default=None,
               help="Also write the small shipped form (packed masks + head + metadata) here.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress.")
-def main(model_dir: Path | None, output: Path, method: str, keep: float, temperature: float, lambda_final: float,
-         score_lr: float, score_init: float, score_init_mode: str, weight_lr: float, prune_start: float, prune_fraction: float,
-         head_kind: str,
+def main(model_dir: Path | None, output: Path, method: str, keep: float, granularity: str, head_keep: float | None,
+         inner_keep: float | None, temperature: float, lambda_final: float | None, score_lr: float, score_init: float,
+         score_init_mode: str, weight_lr: float, prune_start: float, prune_fraction: float, head_kind: str,
          label_words: str | None, label_template: str, prototype_scale: float, head_lr: float, distill: bool,
          distill_temperature: float, distill_alpha: float, source: str, train_file: Path | None,
          eval_file: Path | None, text_column: str, text_pair_column: str | None, label_column: str,
@@ -102,7 +110,10 @@ def main(model_dir: Path | None, output: Path, method: str, keep: float, tempera
 
         config = TrainConfig(
             model_dir=_model_dir(model_dir), output_dir=output,
-            pruning=PruningConfig(method=method, keep=keep, temperature=temperature, lambda_final=lambda_final,
+            pruning=PruningConfig(method=method, keep=keep, granularity=granularity, head_keep=head_keep,
+                                  inner_keep=inner_keep,
+                                  temperature=temperature,
+                                  lambda_final=lambda_final,
                                   score_lr=score_lr, score_init=score_init, score_init_mode=score_init_mode,
                                   weight_lr=weight_lr,
                                   prune_start=prune_start, prune_fraction=prune_fraction),

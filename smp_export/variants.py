@@ -168,11 +168,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
                    "file, dense speed)"),
     Variant("compact", compacts=True, precisions=(FP32, INT8),
             stores="provably dead heads and FFN neurons removed: structurally smaller dense matrices"),
-    Variant("sparse-kernel", choose=_csr_everywhere, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
+    Variant("sparse-kernel", compacts=True, choose=_csr_everywhere, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
             attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(), precisions=(FP32, INT8),
             int8_storage=(_sparse_linears_int8,), int8_fusions=_INT8_FUSION_STEPS,
-            stores="every pruned linear as ai.smp.SparseLinear (CSR; feed-forward pairs as SparseFFN, Q/K/V "
-                   "stacked; int8: SparseLinearInt8 / SparseFFNInt8), attention as ai.smp.Attention"),
+            stores="compaction, then every pruned linear as ai.smp.SparseLinear (CSR; feed-forward pairs as "
+                   "SparseFFN, Q/K/V stacked; int8: SparseLinearInt8 / SparseFFNInt8), attention as ai.smp.Attention"),
     Variant("auto", compacts=True, choose=_autotuned, autotunes=True, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
             attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(), precision_note=_NO_INT8_KERNELS,
             stores="compaction, then per linear the fastest of dense, CSR and BSR kernels, timed on this machine"),

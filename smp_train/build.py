@@ -13,6 +13,7 @@ from transformers.utils import logging as hf_logging
 
 from smp_export.errors import SmpExportError
 from smp_export.masks import magnitude_mask
+from smp_export.structure import magnitude_scores, structured_masks
 from smp_export.readers.heads import resolve_label_token_ids
 
 from .config import TrainConfig
@@ -135,11 +136,20 @@ def build_model(config: TrainConfig, classes: Sequence[str]) -> tuple[SmpModel, 
         dropout = config.dropout if config.dropout is not None else bert.config.hidden_dropout_prob
         head = LinearHead(pooler, len(classes), dropout, seed=config.seed)
         info = HeadInfo(kind=kind, classes=tuple(classes), trained=True)
+    g = config.pruning.structure
     model = SmpModel(bert, head, method=config.pruning.method, temperature=config.pruning.temperature,
-                     score_init=config.pruning.score_init, score_init_mode=config.pruning.score_init_mode)
+                     score_init=config.pruning.score_init, score_init_mode=config.pruning.score_init_mode,
+                     granularity=g, final_keep=config.pruning.keep, head_keep=config.pruning.head_keep,
+                     inner_keep=config.pruning.inner_keep)
     if config.pruning.method == "magnitude":
         weights = {n: m.weight for n, m in model.masked_linears().items()}
-        model.set_fixed_masks({n: magnitude_mask(w, config.pruning.keep) for n, w in weights.items()})
+        if g.unstructured:
+            masks = {n: magnitude_mask(w, config.pruning.keep) for n, w in weights.items()}
+        else:    # the structured baseline: the units of largest L2 norm, the same share per layer
+            masks = structured_masks(g, "smp-l", magnitude_scores(g, weights, model.dims), config.pruning.keep,
+                                     model.dims, head_keep=config.pruning.head_keep,
+                                     inner_keep=config.pruning.inner_keep)
+        model.set_fixed_masks(masks)
     logger.info("model %s: %s, head %s, %d trainable tensors", model_dir, config.pruning.method, kind,
                 sum(1 for p in model.parameters() if p.requires_grad))
     return model, tokenizer, info

@@ -18,7 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertModel
 
+from smp_export.arch import BERT
 from smp_export.checkpoint import linear_weight_names
+from smp_export.structure import (BLOCK_SCORES, WEIGHT, Granularity, budget_at, expand, magnitude_scores,
+                                  score_shapes, select, structured_masks)
 
 from .config import SCORE_METHODS
 from .masking import StraightThroughMask, masks_for
@@ -47,7 +50,8 @@ class MaskedLinear(nn.Module):
         return F.linear(x, weight, self.bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, scored={hasattr(self, 'mask_scores')}"
+        scored = hasattr(self, "mask_scores")
+        return f"in_features={self.in_features}, out_features={self.out_features}, scored={scored}"
 
 
 def _replace_linears(bert: BertModel, names: list[str], *, score_init: float | None,
@@ -62,6 +66,15 @@ def _replace_linears(bert: BertModel, names: list[str], *, score_init: float | N
         setattr(parent, child, MaskedLinear(linear, score_init=score_init, train_weight=train_weight))
 
 
+def _score_owner(key: str) -> tuple[str, str]:
+    """(module path, parameter name) of a unit score key: block scores of a linear are its
+    ``block_scores``; ``encoder.layer.0.intermediate.neuron_scores`` is itself a parameter path."""
+    if key.endswith(".weight"):
+        return key.removesuffix(".weight"), BLOCK_SCORES
+    module_path, _, attr = key.rpartition(".")
+    return module_path, attr
+
+
 class SmpModel(nn.Module):
     """Frozen encoder + head; ``forward(..., keep=v)`` prunes every scored linear to ``keep``.
 
@@ -73,29 +86,45 @@ class SmpModel(nn.Module):
     accepts_loss_kwargs = False    # tells the HF Trainer to average the loss over accumulation
 
     def __init__(self, bert: BertModel, head: nn.Module, *, method: str, temperature: float = 1.0,
-                 score_init: float = 0.0, score_init_mode: str = "constant"):
+                 score_init: float = 0.0, score_init_mode: str = "constant", granularity: Granularity = WEIGHT,
+                 final_keep: float = 1.0, head_keep: float | None = None, inner_keep: float | None = None):
         super().__init__()
         self.bert = bert
         self.head = head
         self.method = method
         self.temperature = float(temperature)
+        self.granularity = granularity
+        self.final_keep, self.head_keep, self.inner_keep = float(final_keep), head_keep, inner_keep
+        self.dims = BERT.dims(bert.config)
         self.linear_names = linear_weight_names(bert.config.num_hidden_layers)
         for param in self.bert.parameters():
             param.requires_grad_(False)
         scored = method in SCORE_METHODS
-        _replace_linears(bert, self.linear_names, score_init=score_init if scored else None,
-                         train_weight=method == "movement")
+        _replace_linears(bert, self.linear_names, score_init=score_init if scored and granularity.weight_scores
+                         else None, train_weight=method == "movement")
+        if scored and not granularity.per_weight_scores:
+            self._add_unit_scores(score_init)
         if scored and score_init_mode == "magnitude":
             self._init_scores_from_magnitude()
         self._fixed_masks: dict[str, torch.Tensor] | None = None
         self._cache: tuple[tuple, dict[str, torch.Tensor]] | None = None
 
+    def _add_unit_scores(self, score_init: float) -> None:
+        """One score parameter per unit (``smp_export.structure``), on the module its key names."""
+        for key, shape in score_shapes(self.granularity, self.dims).items():
+            if self.granularity.weight_scores and key.endswith(".weight"):
+                continue                                     # the linear's own mask_scores
+            module_path, attr = _score_owner(key)
+            param = nn.Parameter(torch.full(shape, float(score_init)), requires_grad=True)
+            self.bert.get_submodule(module_path).register_parameter(attr, param)
+
     @torch.no_grad()
     def _init_scores_from_magnitude(self) -> None:
-        """``S_0 = |W| / mean(|W|)`` per matrix: the first masks are magnitude masks."""
-        for mod in self.masked_linears().values():
-            magnitude = mod.weight.detach().abs()
-            mod.mask_scores.copy_(magnitude / magnitude.mean().clamp(min=1e-12))
+        """``S_0 = m / mean(m)`` per score tensor, with ``m`` the magnitude of each unit (|W| per
+        weight, the L2 norm of a neuron / head / block): the first masks are magnitude masks."""
+        weights = {n: mod.weight for n, mod in self.masked_linears().items()}
+        for key, magnitude in magnitude_scores(self.granularity, weights, self.dims).items():
+            self.scores()[key].copy_(magnitude / magnitude.mean().clamp(min=1e-12))
 
     # ------------------------------------------------------------------ access
 
@@ -108,10 +137,20 @@ class SmpModel(nn.Module):
         return {name: self.bert.get_submodule(name.removesuffix(".weight")) for name in self.linear_names}
 
     def scores(self) -> dict[str, torch.Tensor]:
-        """Canonical weight name -> its ``mask_scores`` parameter (empty without scores)."""
+        """Score key -> parameter (empty without scores): the canonical weight name for per-weight
+        and block scores, ``encoder.layer.L.intermediate.neuron_scores`` / ``...attention.head_scores``
+        for neurons and heads (``smp_export.structure``)."""
         if self.method not in SCORE_METHODS:
             return {}
-        return {name: mod.mask_scores for name, mod in self.masked_linears().items()}
+        if self.granularity.per_weight_scores:
+            return {name: mod.mask_scores for name, mod in self.masked_linears().items()}
+        out = {}
+        for key in score_shapes(self.granularity, self.dims):
+            module_path, attr = _score_owner(key)
+            if self.granularity.weight_scores and key.endswith(".weight"):
+                attr = "mask_scores"
+            out[key] = getattr(self.bert.get_submodule(module_path), attr)
+        return out
 
     def set_fixed_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
         """Use these boolean masks for every forward (magnitude pruning baseline)."""
@@ -126,7 +165,26 @@ class SmpModel(nn.Module):
             return self._fixed_masks
         if self.method not in SCORE_METHODS:
             return None
-        return masks_for(self.method, self.scores(), keep, self.temperature)
+        if self.granularity.unstructured:
+            return masks_for(self.method, self.scores(), keep, self.temperature)
+        return structured_masks(self.granularity, self.method, self.scores(), keep, self.dims, self.temperature,
+                                **self._budgets(keep))
+
+    def _budgets(self, keep: float) -> dict[str, float | None]:
+        """The heads' and a hybrid's inner budgets at ``keep`` (on the same schedule)."""
+        return {"head_keep": budget_at(keep, self.final_keep, self.head_keep),
+                "inner_keep": budget_at(keep, self.final_keep, self.inner_keep)}
+
+    def _unit_masks(self, keep: float, *, straight_through: bool) -> dict[str, torch.Tensor]:
+        """Weight-shaped masks of the linears the granularity covers (absent ones stay dense);
+        with ``straight_through`` the unit scores receive the gradient of their weights' masks."""
+        scores = self.scores()
+        units = select(self.granularity, self.method, scores, keep, self.temperature, **self._budgets(keep))
+        if straight_through:
+            units = {k: StraightThroughMask.apply(scores[k], u) for k, u in units.items()}
+        else:
+            units = {k: u.to(scores[k].dtype) for k, u in units.items()}
+        return expand(self.granularity, units, self.dims)
 
     # ------------------------------------------------------------------ forward
 
@@ -143,17 +201,25 @@ class SmpModel(nn.Module):
             return
         scores = self.scores()
         straight_through = torch.is_grad_enabled() and any(s.requires_grad for s in scores.values())
-        if straight_through:
+        if straight_through and self.granularity.unstructured:
             masks = self.masks(keep)
             for name, mod in linears.items():
                 mod.mask = StraightThroughMask.apply(scores[name], masks[name])
             return
+        if straight_through:
+            masks = self._unit_masks(keep, straight_through=True)
+            for name, mod in linears.items():
+                mod.mask = masks.get(name)
+            return
         key = (keep, tuple(s._version for s in scores.values()), tuple(s.data_ptr() for s in scores.values()))
         if self._cache is None or self._cache[0] != key:
-            masks = self.masks(keep)
-            self._cache = (key, {n: m.to(scores[n].dtype) for n, m in masks.items()})
+            if self.granularity.unstructured:
+                masks = {n: m.to(scores[n].dtype) for n, m in self.masks(keep).items()}
+            else:
+                masks = self._unit_masks(keep, straight_through=False)
+            self._cache = (key, masks)
         for name, mod in linears.items():
-            mod.mask = self._cache[1][name]
+            mod.mask = self._cache[1].get(name)
 
     def _clear_masks(self) -> None:
         for mod in self.masked_linears().values():

@@ -34,6 +34,8 @@ from .modeling import SmpModel
 from .report import write_log_files
 from .schedule import CubicSchedule, prune_steps
 
+SCORE_PARAMETERS = ("mask_scores", "neuron_scores", "head_scores", "block_scores")   # trained at score_lr
+
 logger = logging.getLogger(__name__)
 
 EVAL_RESULTS = "eval_results.json"
@@ -65,7 +67,7 @@ class SmpTrainer(Trainer):
     def schedule(self) -> CubicSchedule:
         pruning = self.smp_config.pruning
         total = max(int(self.state.max_steps or 0), 0)
-        return CubicSchedule(final_keep=pruning.keep, lambda_final=pruning.lambda_final,
+        return CubicSchedule(final_keep=pruning.keep, lambda_final=pruning.regularizer_lambda,
                              prune_steps=prune_steps(total, pruning.prune_fraction) if total else 0,
                              start_step=prune_steps(total, pruning.prune_start) if total else 0)
 
@@ -89,7 +91,7 @@ class SmpTrainer(Trainer):
         for name, param in self._smp_model().named_parameters():
             if not param.requires_grad:
                 continue
-            key = "scores" if name.endswith("mask_scores") else "head" if name.startswith("head.") else "weights"
+            key = "scores" if name.endswith(SCORE_PARAMETERS) else "head" if name.startswith("head.") else "weights"
             groups[key].append(param)
         lrs = {"scores": cfg.pruning.score_lr, "weights": cfg.pruning.weight_lr, "head": cfg.head.head_lr}
         param_groups = [{"params": ps, "lr": lrs[k], "weight_decay": 0.0} for k, ps in groups.items() if ps]
@@ -127,7 +129,7 @@ class SmpTrainer(Trainer):
 
     def _add_regularizer(self, loss: torch.Tensor, keep: float) -> torch.Tensor:
         pruning = self.smp_config.pruning
-        if not pruning.trains_scores or pruning.lambda_final <= 0:
+        if not pruning.trains_scores or pruning.regularizer_lambda <= 0:
             return loss
         schedule = self.schedule()
         step = self.state.global_step
@@ -156,8 +158,10 @@ class SmpTrainer(Trainer):
         """The ``smp`` dict of config.json (what smp-export and a person need to know)."""
         cfg = self.smp_config
         p = cfg.pruning
-        return {"method": p.method, "keep": p.keep, "temperature": p.temperature, **self.head_info.as_config(),
-                "lambda_final": p.lambda_final, "score_init": p.score_init, "score_init_mode": p.score_init_mode, "score_lr": p.score_lr,
+        return {"method": p.method, "keep": p.keep, "granularity": str(p.structure), "head_keep": p.head_keep,
+                "inner_keep": p.inner_keep, "temperature": p.temperature, **self.head_info.as_config(),
+                "lambda_final": p.regularizer_lambda, "score_init": p.score_init, "score_init_mode": p.score_init_mode,
+                "score_lr": p.score_lr,
                 "prune_fraction": p.prune_fraction, "prune_start": p.prune_start, "distill": asdict(cfg.distill),
                 "current_keep": self.current_keep(), "global_step": int(self.state.global_step),
                 "max_steps": int(self.state.max_steps or 0), "base_model": str(cfg.model_dir),

@@ -11,7 +11,9 @@ import logging
 from pathlib import Path
 
 from ..checkpoint import PrunedCheckpoint
-from ..errors import CheckpointError, UnknownFormatError
+from ..errors import CheckpointError, MaskError, UnknownFormatError
+from ..structure import Granularity
+from ..structure_check import check_structure, structure_report
 from . import dense, movement, packed, shipped, smp, torch_prune  # noqa: F401  (each registers itself)
 from .base import BUILTIN_ORDER, REGISTRY, Reader, ReadOptions, register
 
@@ -65,4 +67,22 @@ def read_checkpoint(path: str | Path, options: ReadOptions = ReadOptions(), *,
     path = Path(path)
     reader = get_reader(input_format) if input_format else get_reader(detect_format(path, options))
     _check_dir(path)
-    return reader.read(path, options)
+    ckpt = reader.read(path, options)
+    _check_claimed_structure(ckpt, path, options)
+    return ckpt
+
+
+def _check_claimed_structure(ckpt: PrunedCheckpoint, path: Path, options: ReadOptions) -> None:
+    """The masks have the structure ``--granularity`` (or the checkpoint's own record) claims;
+    record it and the units left per layer in the metadata."""
+    claimed, field = options.granularity, "--granularity"
+    if claimed is None:
+        claimed, field = ckpt.metadata.get("granularity"), "smp.granularity"
+    if claimed is not None:
+        try:
+            g = Granularity.parse(claimed)
+        except MaskError as exc:
+            raise MaskError(exc.message, path=path, field=field) from exc
+        check_structure(g, ckpt.masks, ckpt.dims, path=path, field=field)
+        ckpt.metadata["granularity"] = str(g)
+    ckpt.metadata["structure"] = structure_report(ckpt.masks, ckpt.dims)

@@ -21,6 +21,7 @@ class ReadOptions:
     mask_file: Path | None = None           # packed-bit .npy mask (official SMP release)
     label_words: tuple[str, ...] | None = None  # SMP head label words or token ids
     limits: ConfigLimits = DEFAULT_LIMITS   # largest config.json sizes accepted
+    granularity: str | None = None          # claimed mask structure, checked (smp_export.structure)
 
 
 class Reader(Protocol):

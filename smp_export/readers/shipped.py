@@ -103,6 +103,9 @@ class ShippedReader:
         ckpt.method = meta.get("method", ckpt.method)
         ckpt.metadata.update(base_model=str(base), keep=meta.get("keep"), trained_on=meta.get("data"),
                              eval=meta.get("eval"))
+        granularity = (meta.get("smp") or {}).get("granularity")
+        if granularity is not None:          # checked against the masks by read_checkpoint
+            ckpt.metadata["granularity"] = granularity
         logger.info("read shipped checkpoint %s over %s: %s, density %.4f", path, base, ckpt.method,
                     ckpt.density())
         return ckpt

@@ -20,6 +20,7 @@ import torch
 from ..checkpoint import HeadSpec, PrunedCheckpoint
 from ..errors import CheckpointError, MaskError
 from ..masks import check_keep_ratio, global_topk_masks, smp_l_masks, smp_s_masks, smp_s_ratio_map
+from ..structure import BLOCK_SCORES, HEAD_SCORES, NEURON_SCORES, Granularity, structured_masks
 from .base import ReadOptions, register
 from .files import (BIN_FILE, SAFETENSORS_FILE, find_checkpoint_dir, linear_scores, peek_config, split_scores,
                     tokenizer_dir, weight_files, weight_keys)
@@ -119,6 +120,44 @@ def _masks(path: Path, cfg: dict[str, Any], options: ReadOptions, scores: dict, 
     return "smp-l", smp_l_masks(scores, keep), {}
 
 
+def granularity_of(cfg: dict[str, Any], path: Path) -> Granularity:
+    """``smp.granularity`` of the config (``weight`` when absent); MaskError naming it if unknown."""
+    value = _smp_dict(cfg).get("granularity", "weight")
+    try:
+        return Granularity.parse(value)
+    except MaskError as exc:
+        raise MaskError(exc.message, path=path, field="smp.granularity") from exc
+
+
+def split_unit_scores(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split off neuron / head / block scores: (weights, scores under ``smp_export.structure``'s keys)."""
+    rest, units = {}, {}
+    for name, tensor in weights.items():
+        if name.endswith((f".{NEURON_SCORES}", f".{HEAD_SCORES}")):
+            units[name] = tensor
+        elif name.endswith(f".{BLOCK_SCORES}"):
+            units[name.removesuffix(f".{BLOCK_SCORES}") + ".weight"] = tensor
+        else:
+            rest[name] = tensor
+    return rest, units
+
+
+def _structured(g: Granularity, path: Path, cfg: dict[str, Any], options: ReadOptions, model: Any,
+                units: dict[str, torch.Tensor], keep: float):
+    """(method, masks, metadata) of a checkpoint whose scores belong to neurons, heads, blocks or N:M."""
+    method = "smp-s" if use_smp_s(path, cfg, options) else "smp-l"
+    temperature = _temperature(cfg, options, path) if method == "smp-s" else 1.0
+    budgets = {}
+    for name in ("head_keep", "inner_keep"):
+        value = _smp_dict(cfg).get(name)
+        budgets[name] = None if value is None else check_keep_ratio(value, path=path, field=f"smp.{name}")
+    try:
+        masks = structured_masks(g, method, units, keep, model.dims, temperature, **budgets)
+    except MaskError as exc:
+        raise MaskError(exc.message, path=model.weight_file, field=exc.field) from exc
+    return method, masks, {"granularity": str(g), **budgets}
+
+
 class SmpReader:
     """Official SMP (masked_bert) and smp-train checkpoints with mask scores."""
 
@@ -149,14 +188,20 @@ class SmpReader:
         weight_dir = self._weight_dir(path)
         model = read_model_dir(path, weight_dir=weight_dir, limits=options.limits)
         weights, scores = split_scores(model.tensors)
-        names = model.linear_names(weights)
-        lin_scores = linear_scores(scores, weights, names, model.origin, path=model.weight_file)
+        g = granularity_of(model.cfg, path)
         keep, keep_source = resolve_keep(path, model.cfg, options)
         metadata: dict[str, Any] = {"keep": keep, "keep_source": keep_source,
                                     "pruning_method": model.cfg.get("pruning_method")}
         if weight_dir != path:
             metadata["checkpoint"] = weight_dir.name
-        method, masks, extra = _masks(path, model.cfg, options, lin_scores, keep)
+        if g.unstructured:
+            names = model.linear_names(weights)
+            lin_scores = linear_scores(scores, weights, names, model.origin, path=model.weight_file)
+            method, masks, extra = _masks(path, model.cfg, options, lin_scores, keep)
+        else:
+            weights, units = split_unit_scores(weights)
+            units = scores if g.per_weight_scores else {**units, **scores} if g.weight_scores else units
+            method, masks, extra = _structured(g, path, model.cfg, options, model, units, keep)
         metadata.update(extra)
         tok = tokenizer_dir(weight_dir, path)
         head = prototype_head(weights, model.config, model.cfg, hidden=model.dims.hidden, path=path)
