@@ -104,10 +104,9 @@ class PruningConfig:
 
     @property
     def regularizer_lambda(self) -> float:
-        """``lambda_final``, by default 400 (the official scripts) and 0 for neuron / head scores:
-        a unit's score has few siblings, so the regularizer's share of its gradient is far larger
-        than a weight's and drowns the task signal (MiniLM on BBC News, SMP-S structured 0.20 with
-        heads 0.50: 88.1% at 400, 90.6% at 0; benchmarks/results/structured_bbc.md)."""
+        """``lambda_final``, by default 400 (the official scripts) and 0 where there are neuron /
+        head scores, by measurement (MiniLM on BBC News, SMP-S structured 0.20 with heads 0.50:
+        88.1% at 400, 90.6% at 0; benchmarks/results/structured_bbc.md has the likely reason)."""
         if self.lambda_final is not None:
             return self.lambda_final
         g = self.structure

@@ -65,7 +65,8 @@ def test_only_unit_scores_train_and_forward_uses_their_masks(tiny, tmp_path):
     assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in model.scores().values())
 
 
-@pytest.mark.parametrize("granularity,keep", [("structured", 0.5), ("hybrid", 0.5), ("block:8x4", 0.3), ("2:4", 0.5)])
+@pytest.mark.parametrize("granularity,keep", [("neuron", 0.5), ("head", 0.5), ("structured", 0.5), ("hybrid", 0.5),
+                                              ("block:8x4", 0.3), ("2:4", 0.5)])
 def test_train_export_compact_and_ship(tiny, tmp_path, granularity, keep):
     _, base, csv = tiny
     inner = 0.5 if granularity == "hybrid" else None
@@ -87,6 +88,9 @@ def test_train_export_compact_and_ship(tiny, tmp_path, granularity, keep):
         kernel = export_onnx(ckpt, tmp_path / "kernel", options=ExportOptions(weights="sparse-kernel"))
         assert kernel.validation.passed and kernel.totals["neurons_removed"] == manifest.totals["neurons_removed"]
         assert ckpt.metadata["inner_keep"] == 0.5 and ckpt.density() < 0.5 * 0.75
+    if granularity in ("neuron", "head"):
+        removed = manifest.totals["neurons_removed" if granularity == "neuron" else "heads_removed"]
+        assert removed > 0 and manifest.totals["heads_removed" if granularity == "neuron" else "neurons_removed"] == 0
     if granularity in ("structured", "hybrid"):
         removed = manifest.totals["heads_removed"] + manifest.totals["neurons_removed"]
         assert removed == (4 * 2 - sum(report["heads_with_weights"])) + (64 * 2 - sum(report["neurons_with_weights"]))
@@ -153,3 +157,18 @@ def test_the_regularizer_is_off_by_default_for_unit_scores_only():
     assert PruningConfig(granularity="block:4x4").regularizer_lambda == 400.0
     assert PruningConfig(granularity="structured").regularizer_lambda == 0.0
     assert PruningConfig(granularity="hybrid", lambda_final=5.0).regularizer_lambda == 5.0
+
+
+def test_smp_export_refuses_a_claimed_structure_before_any_output(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.export import main
+    from tests.fixtures import write_dense_base
+
+    written = write_dense_base(tmp_path / "zeros", tokenizer=True)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [str(written.path), "-o", str(out), "--granularity", "2:4"])
+    assert result.exit_code == 2 and "--granularity" in result.output and "not 2:4" in result.output
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+    bad = CliRunner().invoke(main, [str(written.path), "-o", str(out), "--granularity", "rows"])
+    assert bad.exit_code == 2 and "unknown granularity" in bad.output and not out.exists()
