@@ -7,7 +7,8 @@ Every row is one ``python -m cli.train`` command with ``benchmarks/train_bbc.py`
 (packaged MiniLM, frozen prototype head, label text, seq 64, 2 epochs of batch 16, magnitude
 score init, 446 held-out articles), recorded verbatim. Names: ``structured-K[-hH]`` (FFN neurons
 at keep K, heads at H, default K), ``-l400`` the official regularizer weight (the structured
-default is 0), ``-eN`` N epochs, ``hybrid-K-hH-iI`` (inner keep I), ``magnitude-...`` (no training:
+default is 0), ``-eN`` N epochs, ``hybrid-K-hH-iI`` (inner keep I), ``2of4-0.50`` (2:4 masks),
+``magnitude-...`` (no training:
 units of largest L2 norm). Results: benchmarks/results/structured_bbc.{json,md}; runs under --out.
 Latency of the same checkpoints: benchmarks/structured_tradeoff.py.
 """
@@ -28,9 +29,9 @@ from train_bbc import run_row as _run_train_row  # noqa: E402
 ROWS = ("structured-0.50-l400", "structured-0.30-l400", "structured-0.20-l400", "structured-0.20-h0.50-l400",
         "structured-0.15-h0.75-l400", "structured-0.30-h1.00", "structured-0.20-h0.50", "structured-0.20-h0.50-e4",
         "structured-0.25-h0.67", "hybrid-0.50-h0.75-i0.20", "hybrid-0.30-h0.50-i0.30", "hybrid-0.20-h0.50-i0.50",
-        "hybrid-0.20-h0.50-i0.30", "hybrid-0.15-h0.50-i0.30", "hybrid-0.20-h0.33-i0.30", "magnitude-structured-0.30",
-        "magnitude-structured-0.20-h0.50")
-_NAME = re.compile(r"(magnitude-)?(structured|hybrid|neuron)-([\d.]+)(?:-h([\d.]+))?(?:-i([\d.]+))?"
+        "hybrid-0.20-h0.50-i0.30", "hybrid-0.15-h0.50-i0.30", "hybrid-0.20-h0.33-i0.30", "2of4-0.50",
+        "magnitude-structured-0.30", "magnitude-structured-0.20-h0.50", "magnitude-2of4-0.50")
+_NAME = re.compile(r"(magnitude-)?(structured|hybrid|neuron|2of4)-([\d.]+)(?:-h([\d.]+))?(?:-i([\d.]+))?"
                    r"(-l400)?(?:-e(\d+))?")
 
 
@@ -40,6 +41,7 @@ def row_args(row: str, args: argparse.Namespace) -> list[str]:
     if match is None:
         raise ValueError(f"unknown row {row!r}")
     magnitude, granularity, keep, head, inner, l400, epochs = match.groups()
+    granularity = "2:4" if granularity == "2of4" else granularity
     out = ["--method", "magnitude" if magnitude else "smp-s", "--granularity", granularity, "--keep", keep]
     out += ["--head-keep", head] if head else []
     out += ["--inner-keep", inner] if inner else []

@@ -85,6 +85,8 @@ def _curve(name: str) -> str:
     """The plot's curve of a trained row, from its name (benchmarks/structured_bbc.py's names)."""
     if "hybrid" in name:
         return "hybrid SMP-S"
+    if "2of4" in name:
+        return "2:4 SMP-S"
     return "structured SMP-S, lambda 400" if "l400" in name else "structured SMP-S"
 
 
