@@ -63,6 +63,9 @@ NOTES = (
     "- Hybrid rows learn the task best: the same units as structured-0.20-h0.50 plus 30% of the weights "
     "inside them score 94.39 at density 0.096 (unstructured SMP-S 10%: 93.50 at 0.100). As in train_bbc.md, "
     "the unstructured masks are where SMP learns the task; whole units give compaction its speed.",
+    "- The hybrid rows were trained before a fix of the schedule's start: while the inner keep was still 1, "
+    "SMP-S spread that ratio over the layers, so a few inner weights of below-average layers were masked "
+    "during the warm-up; the final masks follow the same rule as today's (inner keep < 1).",
     "- The rows were run one or two at a time on a 2-core machine (wall s includes that sharing); rows marked "
     "reused in the .json were run by the same `python -m cli.train` arguments earlier in the session.",
 )

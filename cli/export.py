@@ -83,7 +83,8 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
 @click.option("--threshold", type=float, default=None, help="Movement-pruning threshold.")
 @click.option("--granularity", default=None,
               help="Check that the masks have this structure before any output: neuron, head, structured, "
-                   "block:RxC or N:M (e.g. 2:4). smp-train checkpoints are checked against their own record.")
+                   "block:RxC or N:M (e.g. 2:4); hybrid and weight claim no checkable structure. smp-train "
+                   "checkpoints are also checked against their own record, which must agree.")
 @click.option("--mask", "mask_file", type=click.Path(path_type=Path), default=None,
               help="Packed-bit .npy mask (official SMP release format); MODEL_DIR is the dense base.")
 @click.option("--label-words", type=str, default=None,

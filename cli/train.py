@@ -41,11 +41,13 @@ def _model_dir(model_dir: Path | None) -> Path:
 @click.option("--keep", type=float, default=0.1, show_default=True, help="Final keep ratio v_f.")
 @click.option("--granularity", default="weight", show_default=True,
               help="One score per: weight, neuron (FFN), head (attention), structured (neurons + heads), "
-                   "block:RxC (e.g. block:32x32) or N:M (e.g. 2:4, with --keep N/M).")
+                   "hybrid (structured + a score per weight, --inner-keep), block:RxC (e.g. block:32x32) or "
+                   "N:M (e.g. 2:4, with --keep N/M).")
 @click.option("--head-keep", type=float, default=None,
               help="Final keep ratio of attention heads (head / structured granularity); default --keep.")
 @click.option("--inner-keep", type=float, default=None,
-              help="hybrid: final keep ratio of the weights inside the kept neurons and heads (default 1).")
+              help="hybrid: final keep ratio of each matrix's per-weight TopK, intersected with the kept neurons "
+                   "and heads (default 1: none pruned inside).")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="SMP-S temperature p.")
 @click.option("--lambda-final", type=float, default=None,
               help="Final regularizer weight [default: 400; 0 for neuron / head scores (measured better)].")

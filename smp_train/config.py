@@ -88,7 +88,7 @@ class PruningConfig:
         if self.head_keep is not None:
             _fraction(self.head_keep, "head_keep")
             if not g.heads:
-                raise TrainConfigError(f"--head-keep needs heads in the granularity (head or structured), "
+                raise TrainConfigError(f"--head-keep needs heads in the granularity (head, structured or hybrid), "
                                        f"not {g}", field="head_keep")
         if self.inner_keep is not None:
             _fraction(self.inner_keep, "inner_keep")

@@ -181,3 +181,13 @@ def test_budget_of_heads_and_inner_weights_follows_the_schedule():
     units = select(g, "smp-l", _scores(g), 0.25, head_keep=0.75)
     assert [int(units[head_key(i)].sum()) for i in range(3)] == [3, 3, 3]
     assert [int(units[neuron_key(i)].sum()) for i in range(3)] == [16, 16, 16]
+
+
+def test_hybrid_without_an_inner_budget_is_the_structured_masks():
+    g = Granularity.parse("hybrid")
+    scores = _scores(g, seed=9)
+    for method in ("smp-s", "smp-l"):
+        masks = structured_masks(g, method, scores, 0.5, DIMS)
+        units = structured_masks(Granularity.parse("structured"), method,
+                                 {k: s for k, s in scores.items() if not k.endswith(".weight")}, 0.5, DIMS)
+        assert all(torch.equal(masks[n], units[n]) for n in masks), method

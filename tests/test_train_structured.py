@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from smp_export.errors import MaskError
+from smp_export.errors import CheckpointError, MaskError
 from smp_export.export import ExportOptions, export_onnx
 from smp_export.readers import ReadOptions, read_checkpoint
 from smp_export.structure import Granularity, head_key, neuron_key
@@ -172,3 +172,36 @@ def test_smp_export_refuses_a_claimed_structure_before_any_output(tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".out*"))
     bad = CliRunner().invoke(main, [str(written.path), "-o", str(out), "--granularity", "rows"])
     assert bad.exit_code == 2 and "unknown granularity" in bad.output and not out.exists()
+
+
+def test_the_recorded_structure_is_checked_and_a_contradicting_claim_refused(tiny, tmp_path):
+    import numpy as np
+
+    from smp_export.readers.packed import pack_masks
+
+    _, base, csv = tiny
+    config = tiny_config(tmp_path, base, csv, max_steps=2,
+                         pruning=PruningConfig(method="smp-l", keep=0.5, granularity="neuron"))
+    run_training(config)
+    shipped = write_shipped(config.output_dir, tmp_path / "shipped", base_model=str(base))
+    with pytest.raises(MaskError, match="contradicts the checkpoint's recorded neuron"):
+        read_checkpoint(shipped, ReadOptions(granularity="head"))
+    masks = load_shipped(shipped).masks
+    masks["encoder.layer.0.intermediate.dense.weight"][0, 0] ^= True      # one bit: a neuron partly kept
+    np.save(shipped / "masks.npy", pack_masks(masks))
+    for options in (ReadOptions(), ReadOptions(granularity="neuron")):
+        with pytest.raises(MaskError, match="1 neurons are partly kept"):
+            read_checkpoint(shipped, options)
+
+
+def test_a_structured_checkpoint_missing_a_linear_names_it(tiny, tmp_path):
+    _, base, csv = tiny
+    config = tiny_config(tmp_path, base, csv, max_steps=2,
+                         pruning=PruningConfig(method="smp-l", keep=0.5, granularity="neuron"))
+    run_training(config)
+    tensors = load_file(str(config.output_dir / "model.safetensors"))
+    del tensors["encoder.layer.1.output.dense.weight"]
+    save_file(tensors, str(config.output_dir / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="encoder linear weights missing") as err:
+        read_checkpoint(config.output_dir)
+    assert err.value.field == "encoder.layer.1.output.dense.weight" and "model.safetensors" in str(err.value)

@@ -73,16 +73,21 @@ def read_checkpoint(path: str | Path, options: ReadOptions = ReadOptions(), *,
 
 
 def _check_claimed_structure(ckpt: PrunedCheckpoint, path: Path, options: ReadOptions) -> None:
-    """The masks have the structure ``--granularity`` (or the checkpoint's own record) claims;
-    record it and the units left per layer in the metadata."""
-    claimed, field = options.granularity, "--granularity"
-    if claimed is None:
-        claimed, field = ckpt.metadata.get("granularity"), "smp.granularity"
-    if claimed is not None:
+    """The masks have the structure the checkpoint records and the one ``--granularity`` claims
+    (the two must agree); record it and the units left per layer in the metadata."""
+    claims = {}
+    for field, claimed in (("smp.granularity", ckpt.metadata.get("granularity")),
+                           ("--granularity", options.granularity)):
+        if claimed is None:
+            continue
         try:
-            g = Granularity.parse(claimed)
+            claims[field] = Granularity.parse(claimed)
         except MaskError as exc:
             raise MaskError(exc.message, path=path, field=field) from exc
+    if len(set(claims.values())) > 1:
+        raise MaskError(f"--granularity {claims['--granularity']} contradicts the checkpoint's recorded "
+                        f"{claims['smp.granularity']}", path=path, field="--granularity")
+    for field, g in claims.items():
         check_structure(g, ckpt.masks, ckpt.dims, path=path, field=field)
         ckpt.metadata["granularity"] = str(g)
     ckpt.metadata["structure"] = structure_report(ckpt.masks, ckpt.dims)

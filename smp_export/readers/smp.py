@@ -122,7 +122,7 @@ def _masks(path: Path, cfg: dict[str, Any], options: ReadOptions, scores: dict, 
 
 def granularity_of(cfg: dict[str, Any], path: Path) -> Granularity:
     """``smp.granularity`` of the config (``weight`` when absent); MaskError naming it if unknown."""
-    value = _smp_dict(cfg).get("granularity", "weight")
+    value = _smp_dict(cfg).get("granularity") or "weight"
     try:
         return Granularity.parse(value)
     except MaskError as exc:
@@ -194,8 +194,8 @@ class SmpReader:
                                     "pruning_method": model.cfg.get("pruning_method")}
         if weight_dir != path:
             metadata["checkpoint"] = weight_dir.name
+        names = model.linear_names(weights)                 # every linear present, named as in the file
         if g.unstructured:
-            names = model.linear_names(weights)
             lin_scores = linear_scores(scores, weights, names, model.origin, path=model.weight_file)
             method, masks, extra = _masks(path, model.cfg, options, lin_scores, keep)
         else:
