@@ -187,7 +187,7 @@ def check_scores(g: Granularity, scores: Mapping[str, torch.Tensor], dims: Encod
             raise MaskError(f"shape {tuple(scores[key].shape)} does not match {g}'s {shape}", field=key)
 
 
-def _unit_type(g: Granularity, key: str) -> str:
+def _unit_type(key: str) -> str:
     if key.endswith(NEURON_SCORES):
         return "neuron"
     if key.endswith(HEAD_SCORES):
@@ -245,13 +245,13 @@ def select(g: Granularity, method: str, scores: Mapping[str, torch.Tensor], keep
         return out
     budget = {"head": keep if head_keep is None else head_keep}
     if method != "smp-s":
-        return {k: topk_mask(s, budget.get(_unit_type(g, k), keep)) for k, s in scores.items()}
+        return {k: topk_mask(s, budget.get(_unit_type(k), keep)) for k, s in scores.items()}
     if g.kind == "block":
         ratios = smp_s_ratio_map(scores, keep, temperature)
     else:
         ratios = {}
         for unit in ("neuron", "head"):
-            keys = sorted((k for k in scores if _unit_type(g, k) == unit), key=lambda k: int(k.split(".")[2]))
+            keys = sorted((k for k in scores if _unit_type(k) == unit), key=lambda k: int(k.split(".")[2]))
             ratios.update(zip(keys, smp_s_keep_ratios([scores[k] for k in keys], budget.get(unit, keep),
                                                       temperature)))
     return {k: topk_mask(s, ratios[k]) for k, s in scores.items()}

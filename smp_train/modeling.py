@@ -66,11 +66,11 @@ def _replace_linears(bert: BertModel, names: list[str], *, score_init: float | N
         setattr(parent, child, MaskedLinear(linear, score_init=score_init, train_weight=train_weight))
 
 
-def _score_owner(key: str) -> tuple[str, str]:
-    """(module path, parameter name) of a unit score key: block scores of a linear are its
-    ``block_scores``; ``encoder.layer.0.intermediate.neuron_scores`` is itself a parameter path."""
+def _score_owner(key: str, granularity: Granularity) -> tuple[str, str]:
+    """(module path, parameter name) of a score key: a linear's ``mask_scores`` (per-weight scores)
+    or ``block_scores``; ``encoder.layer.0.intermediate.neuron_scores`` is itself a parameter path."""
     if key.endswith(".weight"):
-        return key.removesuffix(".weight"), BLOCK_SCORES
+        return key.removesuffix(".weight"), "mask_scores" if granularity.weight_scores else BLOCK_SCORES
     module_path, _, attr = key.rpartition(".")
     return module_path, attr
 
@@ -114,7 +114,7 @@ class SmpModel(nn.Module):
         for key, shape in score_shapes(self.granularity, self.dims).items():
             if self.granularity.weight_scores and key.endswith(".weight"):
                 continue                                     # the linear's own mask_scores
-            module_path, attr = _score_owner(key)
+            module_path, attr = _score_owner(key, self.granularity)
             param = nn.Parameter(torch.full(shape, float(score_init)), requires_grad=True)
             self.bert.get_submodule(module_path).register_parameter(attr, param)
 
@@ -146,9 +146,7 @@ class SmpModel(nn.Module):
             return {name: mod.mask_scores for name, mod in self.masked_linears().items()}
         out = {}
         for key in score_shapes(self.granularity, self.dims):
-            module_path, attr = _score_owner(key)
-            if self.granularity.weight_scores and key.endswith(".weight"):
-                attr = "mask_scores"
+            module_path, attr = _score_owner(key, self.granularity)
             out[key] = getattr(self.bert.get_submodule(module_path), attr)
         return out
 

@@ -200,7 +200,8 @@ class SmpReader:
             method, masks, extra = _masks(path, model.cfg, options, lin_scores, keep)
         else:
             weights, units = split_unit_scores(weights)
-            units = scores if g.per_weight_scores else {**units, **scores} if g.weight_scores else units
+            if g.weight_scores:                          # N:M and hybrid: the *.mask_scores too
+                units.update(scores)
             method, masks, extra = _structured(g, path, model.cfg, options, model, units, keep)
         metadata.update(extra)
         tok = tokenizer_dir(weight_dir, path)
