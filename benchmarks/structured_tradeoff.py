@@ -102,10 +102,10 @@ def build_rows(args: argparse.Namespace) -> list[Row]:
     if args.magnitude:
         template = sources[0][2]                 # the same frozen prototype head as the trained rows
         g = Granularity.parse("structured")
+        norms = magnitude_scores(g, template.weights, template.dims)
         for keep, head_keep in args.magnitude:
             ckpt = read_checkpoint(Path(args.row[0][1]))
-            ckpt.masks = structured_masks(g, "smp-l", magnitude_scores(g, template.weights, template.dims), keep,
-                                          template.dims, head_keep=head_keep)
+            ckpt.masks = structured_masks(g, "smp-l", norms, keep, template.dims, head_keep=head_keep)
             ckpt.method = "magnitude"
             heads = "" if head_keep is None else f"-h{head_keep:.2f}"
             sources.append((f"magnitude-structured-{keep:.2f}{heads}", "magnitude structured", ckpt))

@@ -22,7 +22,7 @@ import torch
 from .arch import EncoderDims
 from .checkpoint import MATRIX_TYPES, linear_module
 from .errors import MaskError
-from .structure import Granularity, head_key, neuron_key, weight_shapes
+from .structure import NEURON_SCORES, Granularity, head_key, neuron_key, weight_shapes
 
 
 def _uniform(units: torch.Tensor) -> torch.Tensor:
@@ -65,10 +65,10 @@ def _failures(g: Granularity, masks: Mapping[str, torch.Tensor], dims: EncoderDi
                 problems.append(f"{name}: {mixed} blocks of {g.rows}x{g.cols} are partly kept")
     else:
         for key, units in unit_masks(masks, dims).items():
-            wanted = (g.neurons and key.endswith("neuron_scores")) or (g.heads and key.endswith("head_scores"))
-            mixed = int((~_uniform(units)).sum()) if wanted else 0
+            neuron = key.endswith(NEURON_SCORES)
+            mixed = int((~_uniform(units)).sum()) if (g.neurons if neuron else g.heads) else 0
             if mixed:
-                unit = "neurons" if key.endswith("neuron_scores") else "heads"
+                unit = "neurons" if neuron else "heads"
                 problems.append(f"{key.rpartition('.')[0]}: {mixed} {unit} are partly kept")
     return problems
 
@@ -89,7 +89,5 @@ def structure_report(masks: Mapping[str, torch.Tensor], dims: EncoderDims) -> di
     units = unit_masks(masks, dims)
     heads = [int(units[head_key(layer)].any(dim=1).sum()) for layer in range(dims.layers)]
     neurons = [int(units[neuron_key(layer)].any(dim=1).sum()) for layer in range(dims.layers)]
-    shapes = weight_shapes(dims)
-    two_four = all(shape[1] % 4 == 0 for shape in shapes.values()) and not _failures(
-        Granularity(kind="nm", n=2, m=4), {n: masks[n] for n in shapes}, dims)
+    two_four = not _failures(Granularity(kind="nm", n=2, m=4), {n: masks[n] for n in weight_shapes(dims)}, dims)
     return {"heads_with_weights": heads, "neurons_with_weights": neurons, "two_four": two_four}
