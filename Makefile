@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= build/demo
 DEMO_RUNS ?= 10
 
-.PHONY: setup demo train-demo test clean
+.PHONY: setup demo train-demo test wheel clean
 
 setup: $(VENV)/.installed
 
@@ -32,8 +32,12 @@ train-demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# A wheel with the ai.smp library inside, for machines without a compiler (README "Install").
+wheel: setup
+	$(PY) -m pip wheel . --no-deps -w dist
+
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) build dist .pytest_cache
 
 # Issue #17's peers suite: the peer runtimes (openvino + nncf into the venv beside its pins,
 # DeepSparse in build/deepsparse-venv), then benchmarks/peers.py (PEERS_ARGS=--quick: a short run).

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .common import cli_errors, configure_logging, require_extra, split_names
+from .triton_options import build_handoff, given, handoff_options
 
 require_extra("smp-export", "export", "torch", "transformers", "onnx")
 
@@ -24,6 +25,8 @@ from smp_export.summary import format_summary
 from smp_export.options import PRECISIONS
 from smp_export.validate import QuantizedValidationConfig, ValidationConfig
 from smp_export.variants import TRITON, VARIANTS, check_handoff, check_precision, get_variant
+from runtime.server.kserve import KServeOptions
+from runtime.server.triton_config import TritonOptions
 
 
 
@@ -108,12 +111,13 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
                   f"{f.name} {getattr(DEFAULT_LIMITS, f.name)}" for f in fields(ConfigLimits)) + ").")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress.")
+@handoff_options
 def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | None, weights: str,
          keep: float | None, sparsity: float | None, smp_s: bool | None, smp_s_temperature: float | None,
          threshold: float | None, mask_file: Path | None, label_words: str | None, validate: bool,
          atol: float, overwrite: bool, verbose: bool, autotune_tokens: str = "128", attention: str = "auto",
          tokenizer: bool = True, config_limits: tuple[str, ...] = (), precision: str = "fp32",
-         min_cosine: float = 0.99, min_top1: float = 0.95, granularity: str | None = None) -> None:
+         min_cosine: float = 0.99, min_top1: float = 0.95, granularity: str | None = None, **handoff) -> None:
     """Export a pruning checkpoint in MODEL_DIR to a validated sparse ONNX model.
 
     Input formats, detected automatically (or forced with --input-format): packed (a
@@ -134,26 +138,32 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
                             autotune=_autotune(autotune_tokens), precision=precision,
                             attention=None if attention == "auto" else attention)
     output = output or default_output_dir(model_dir, fmt)
+    if fmt != "triton" and given(handoff):
+        raise click.UsageError(f"{', '.join(given(handoff))} need --format triton")
     with cli_errors(sigterm=True):
         check_precision(get_variant(weights), precision)
         if fmt == "triton":
-            check_handoff(get_variant(weights), TRITON, options.attention)
+            check_handoff(get_variant(weights), TRITON)
+            triton, kserve = build_handoff(handoff, overwrite=overwrite)
         ckpt = read_checkpoint(model_dir, read_options, input_format=input_format)
         if fmt == "triton":
-            manifest, output = _export_triton(ckpt, model_dir, output, options)
+            manifest, output = _export_triton(ckpt, model_dir, output, options, triton, kserve)
         else:
             manifest = export_onnx(ckpt, output, options=options)
     click.echo(format_summary(manifest, output))
 
 
-def _export_triton(ckpt, model_dir: Path, repository: Path, options: ExportOptions):
+def _export_triton(ckpt, model_dir: Path, repository: Path, options: ExportOptions, triton: TritonOptions,
+                   kserve: KServeOptions | None):
     """--format triton: the usual ONNX export into a temporary folder, then a Triton model
-    repository entry REPOSITORY/<MODEL_DIR name>/ written by runtime.server.triton."""
-    from runtime.server.triton import TritonOptions, write_model_repository
+    repository entry REPOSITORY/<MODEL_DIR name>/ written by runtime.server.triton (the
+    repository is checked first, so a wrong -o costs no export)."""
+    from runtime.server.triton import check_repository, write_model_repository
 
+    check_repository(repository)
     with tempfile.TemporaryDirectory(prefix=".smp-export-triton-") as tmp:
         manifest = export_onnx(ckpt, Path(tmp) / "export", options=options)
-        target = write_model_repository(Path(tmp) / "export", repository, model_dir.resolve().name,
-                                        TritonOptions(overwrite=options.overwrite))
+        target = write_model_repository(Path(tmp) / "export", repository, model_dir.resolve().name, triton,
+                                        kserve=kserve)
     return manifest, target
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .common import cli_errors
+from .triton_options import build_handoff, given, handoff_options
 
 log = logging.getLogger("smp-serve")
 
@@ -46,11 +47,12 @@ log = logging.getLogger("smp-serve")
 @click.option("--write-model-repository", "repository", type=click.Path(path_type=Path), default=None,
               help="Write a Triton model repository for EXPORT_DIR into this folder and exit.")
 @click.option("--overwrite", is_flag=True, help="With --write-model-repository: replace the model folder.")
+@handoff_options
 def main(export_dir: Path, host: str, port: int, device: str, model_name: str, max_batch: int,
          max_delay_ms: float, max_queue: int, max_texts: int, max_seq_len: int, seq_overflow: str,
          max_body_bytes: int, api_key_file: Path | None, threads: int | None, shutdown_timeout: float,
          header_timeout: float, max_connections: int, log_format: str, log_level: str,
-         repository: Path | None, overwrite: bool) -> None:
+         repository: Path | None, overwrite: bool, **handoff) -> None:
     """Serve EXPORT_DIR over the Open Inference Protocol (KServe v2 REST) with dynamic batching.
 
     Also POST /v1/classify and /v1/embed {"texts": [...]}, Prometheus metrics at /metrics.
@@ -58,10 +60,13 @@ def main(export_dir: Path, host: str, port: int, device: str, model_name: str, m
     from runtime.server.logs import configure_logging
 
     configure_logging(log_format, log_level)
+    if repository is None and given(handoff):
+        raise click.UsageError(f"{', '.join(given(handoff))} need --write-model-repository")
     with cli_errors():
         if repository is not None:
-            _write_repository(export_dir, repository, model_name, max_batch, max_delay_ms, device,
-                              overwrite)
+            triton, kserve = build_handoff(handoff, max_batch_size=max_batch, device=device, overwrite=overwrite,
+                                           max_queue_delay_us=int(max_delay_ms * 1000))
+            _write_repository(export_dir, repository, model_name, triton, kserve)
             return
         _serve(export_dir, host=host, port=port, device=device, model_name=model_name,
                max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
@@ -71,14 +76,14 @@ def main(export_dir: Path, host: str, port: int, device: str, model_name: str, m
                header_timeout_s=header_timeout, max_connections=max_connections)
 
 
-def _write_repository(export_dir: Path, repository: Path, model_name: str, max_batch: int,
-                      max_delay_ms: float, device: str, overwrite: bool) -> None:
-    from runtime.server.triton import TritonOptions, write_model_repository
+def _write_repository(export_dir: Path, repository: Path, model_name: str, triton, kserve) -> None:
+    from runtime.server.kserve import FILE_NAME
+    from runtime.server.triton import write_model_repository
 
-    options = TritonOptions(max_batch_size=max_batch, max_queue_delay_us=int(max_delay_ms * 1000),
-                            device=device, overwrite=overwrite)
-    target = write_model_repository(export_dir, repository, model_name or None, options)
+    target = write_model_repository(export_dir, repository, model_name or None, triton, kserve=kserve)
     click.echo(f"wrote {target / 'config.pbtxt'}")
+    if kserve is not None:
+        click.echo(f"wrote {target / FILE_NAME} (kubectl apply -f it once the repository is at {kserve.storage_uri})")
 
 
 def _serve(export_dir: Path, *, api_key_file: Path | None, **settings: object) -> None:

@@ -35,6 +35,10 @@ FFN_INT8_OP = "SparseFFNInt8"
 SPARSE_OPSET = 1
 LIBRARY_NAME = "libsmp_sparse.so"
 LIBRARY_ENV = "SMP_SPARSE_LIBRARY"
+#: The oldest onnxruntime the library loads into: RegisterCustomOps asks for C API version 17
+#: (the first with KernelContext_ParallelFor) and returns a clear status from an older one.
+ORT_MIN_API_VERSION = 17
+ORT_MIN_VERSION = "1.17"
 ISAS = {"auto": -1, "portable": 0, "avx2": 1, "avx512": 2}
 ACTIVATIONS = {"": 0, "gelu": 1}
 _ONNX_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.int32): 6, np.dtype(np.int64): 7,
@@ -290,4 +294,5 @@ def attention(q: np.ndarray, k: np.ndarray | None, v: np.ndarray | None, mask: n
 
 __all__ = ["SPARSE_DOMAIN", "SPARSE_OP", "SPARSE_OPSET", "ATTENTION_OP", "FFN_OP", "INT8_OP", "FFN_INT8_OP",
            "attention", "KernelLibraryError", "SparseWeight", "custom_op_library_path", "library_available",
-           "sparse_ffn", "sparse_linear", "resolved_isa", "native_library"]
+           "sparse_ffn", "sparse_linear", "resolved_isa", "native_library", "ORT_MIN_API_VERSION",
+           "ORT_MIN_VERSION", "LIBRARY_NAME"]

@@ -31,3 +31,31 @@ def bar_iter(items: Sequence[Any], desc: str, enabled: bool) -> Iterator[Any]:
         yield item
         progress.update()
     progress.close()
+
+
+class TaskBars:
+    """A ``smp_export.progress`` listener: one bar per task (export steps, autotune's linears),
+    opened at its first report and closed when it is done; silent where ``bar`` is."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bars: dict[str, Any] = {}
+        self.done: dict[str, int] = {}
+
+    def __call__(self, task: str, done: int, total: int, detail: str) -> None:
+        if task not in self.bars:
+            self.bars[task], self.done[task] = bar(total, task, self.enabled), 0
+        progress = self.bars[task]
+        if hasattr(progress, "set_postfix_str"):
+            progress.set_postfix_str(detail, refresh=False)
+        progress.update(done - self.done[task])
+        self.done[task] = done
+        if done >= total:
+            self.bars.pop(task).close()
+            self.done.pop(task)
+
+    def close(self) -> None:
+        for progress in self.bars.values():
+            progress.close()
+        self.bars.clear()
+        self.done.clear()

@@ -11,6 +11,7 @@ import numpy as np
 
 from runtime.providers import select_providers
 from runtime.tokenize import Tokenizer
+from smp_export.progress import listening
 
 from .config import BenchConfig, CheckpointCache
 from .evaluation import EvalSet, eval_batches, evaluate, load_eval_set
@@ -18,7 +19,7 @@ from .harness import TimingPlan, TimingResult, time_interleaved
 from .loading import check_device, load_variants, timing_feeds, tokenizer_for
 from .memory import probe_memory
 from .plan import LoadedVariant, plan_variants
-from .progress import bar, bar_iter
+from .progress import TaskBars, bar, bar_iter
 from .records import terminal_table
 from .report import Measurements, build_records, environment, write_files
 
@@ -46,7 +47,12 @@ def run_benchmark(config: BenchConfig, *, echo: Callable[[str], None] | None = N
         import torch
 
         torch.set_num_threads(config.timing.threads)
-    specs, skipped, notes = plan_variants(config, echo)
+    bars = TaskBars(config.output.progress)
+    try:
+        with listening(bars):                 # export steps and autotune, on a terminal
+            specs, skipped, notes = plan_variants(config, echo)
+    finally:
+        bars.close()
     eval_set = load_eval_set(config)          # its texts also make the timed batch
     checkpoint = CheckpointCache()            # shared by the tokenizer lookup and the torch variants
     tokenizer, vocab = tokenizer_for(specs, checkpoint)

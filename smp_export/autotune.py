@@ -24,6 +24,7 @@ from runtime.kernels import KernelLibraryError, custom_op_library_path
 
 from .errors import ExportError
 from .passes.sparse_linear import KernelSpec, module_of, sparse_linear_pass
+from .progress import report
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ def autotune_linears(weights: Mapping[str, torch.Tensor], names: Sequence[str],
     except KernelLibraryError as exc:
         raise ExportError(f"--weights auto needs the sparse-kernel library: {exc}", field="--weights") from exc
     choices = {}
-    for name in names:
+    for i, name in enumerate(names):
+        report("autotune", i, len(names), name)
         module = module_of(name)
         weight = weights[name].detach().cpu().to(torch.float32).numpy()
         bias = weights[f"{module}.bias"].detach().cpu().to(torch.float32).numpy()
@@ -178,4 +180,5 @@ def autotune_linears(weights: Mapping[str, torch.Tensor], names: Sequence[str],
                                      timings_ms={k: round(v, 4) for k, v in timings.items()})
         logger.info("autotune %s %s: %s", name, list(weight.shape),
                     ", ".join(f"{k} {v:.3f} ms" for k, v in timings.items()))
+    report("autotune", len(names), len(names), "done")
     return choices

@@ -30,6 +30,7 @@ from .options import INT8, ExportOptions
 from .output import copy_tokenizer, file_sizes, write_atomically, write_config
 from .passes import attention_fusion_pass
 from .passes.attention import MODES as ATTENTION_MODES
+from .progress import Steps
 from .variants import WEIGHTS_VARIANTS, ExportPlan, Variant, check_precision, get_variant
 
 logger = logging.getLogger(__name__)
@@ -72,11 +73,15 @@ def export_options_record(options: ExportOptions) -> dict:
 
 
 def _export_into(ckpt: PrunedCheckpoint, directory: Path, variant: Variant, options: ExportOptions) -> Manifest:
+    steps = Steps("export", 6)
+    steps.advance("masking" + (" and compacting" if variant.compacts else ""))
     weights, compaction = ckpt.masked_weights(), None
     if variant.compacts:
         compaction = compact(weights, ckpt.dims, options.compaction)
         weights = compaction.weights
+    steps.advance("timing kernels per linear" if variant.autotunes else "choosing storage")
     plan = ExportPlan(ckpt=ckpt, choices=variant.choose(ckpt, weights, options))
+    steps.advance("building the graph")
     # The saved file is checked below, after the passes: no need to check the graph twice.
     model = build_onnx_model(ckpt.config, weights, ckpt.head, arch=ckpt.arch,
                              options=replace(options.graph, check=False))
@@ -87,13 +92,16 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, variant: Variant, opti
     stored_sizes = initializer_bytes(model)      # per linear, before fusions stack Q, K and V
     for rewrite in fusions:
         model = rewrite(model, plan)
+    steps.advance("saving")
     _save(model, directory / MODEL_FILE)
     if variant.quantizes_graph(options.precision):
         model = quantize_int8(directory / MODEL_FILE)
         stored_sizes = fold_quantized_sizes(initializer_bytes(model))
     write_config(ckpt, directory)
     copy_tokenizer(ckpt, directory, include=options.tokenizer)
+    steps.advance("validating against the masked model")
     validation = _validate(ckpt, directory / MODEL_FILE, variant, options, uses_kernels(model))
+    steps.advance("writing the manifest")
     layers = layer_records(ckpt, weights, variant, plan.choices, stored_sizes)
     summary = totals(layers, initializer_bytes(model), compaction, kernel_formats=variant.needs_kernels)
     manifest = describe(ckpt, model, layers, summary, validation, variant, export_options_record(options),
@@ -102,6 +110,7 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, variant: Variant, opti
     manifest.write(directory)
     manifest.files = file_sizes(directory)
     manifest.write(directory)   # second write: the manifest's own size is on record too
+    steps.finish()
     return manifest
 
 

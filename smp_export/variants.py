@@ -107,8 +107,9 @@ _INT8_FUSION_STEPS: tuple[Pass, ...] = tuple(_model_pass(fn) for fn in _INT8_FUS
 @dataclass(frozen=True)
 class Variant:
     """One ``--weights`` choice (see the module docstring). ``devices``: where it runs;
-    ``handoffs``: runtimes that load it unchanged (Triton's onnxruntime backend, optimum's
-    ORTModel classes), which need no custom-op library."""
+    ``handoffs``: runtimes that load it (Triton's onnxruntime backend, optimum's ORTModel
+    classes); for a variant that ``needs_kernels`` the handoff brings the ai.smp library
+    (``runtime.server.triton`` ships it in the repository, ``runtime.ortmodel`` registers it)."""
 
     name: str
     stores: str
@@ -169,12 +170,12 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("compact", compacts=True, precisions=(FP32, INT8),
             stores="provably dead heads and FFN neurons removed: structurally smaller dense matrices"),
     Variant("sparse-kernel", compacts=True, choose=_csr_everywhere, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
-            attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(), precisions=(FP32, INT8),
+            attention="smp", needs_kernels=True, devices=(CPU,), precisions=(FP32, INT8),
             int8_storage=(_sparse_linears_int8,), int8_fusions=_INT8_FUSION_STEPS,
             stores="compaction, then every pruned linear as ai.smp.SparseLinear (CSR; feed-forward pairs as "
                    "SparseFFN, Q/K/V stacked; int8: SparseLinearInt8 / SparseFFNInt8), attention as ai.smp.Attention"),
     Variant("auto", compacts=True, choose=_autotuned, autotunes=True, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
-            attention="smp", needs_kernels=True, devices=(CPU,), handoffs=frozenset(), precision_note=_NO_INT8_KERNELS,
+            attention="smp", needs_kernels=True, devices=(CPU,), precision_note=_NO_INT8_KERNELS,
             stores="compaction, then per linear the fastest of dense, CSR and BSR kernels, timed on this machine"),
 )}
 WEIGHTS_VARIANTS: tuple[str, ...] = tuple(VARIANTS)
@@ -190,16 +191,12 @@ def get_variant(name: str) -> Variant:
                           field="--weights") from None
 
 
-def check_handoff(variant: Variant, handoff: str, attention: str | None = None) -> None:
-    """ExportError before any work when ``handoff`` cannot load what ``variant`` writes with
-    ``attention`` (``smp`` is an ai.smp node, whatever the variant)."""
+def check_handoff(variant: Variant, handoff: str) -> None:
+    """ExportError before any work when ``handoff`` cannot load what ``variant`` writes."""
     if handoff not in variant.handoffs:
         able = [v.name for v in VARIANTS.values() if handoff in v.handoffs]
-        raise ExportError(f"the {variant.name} variant needs the ai.smp custom-op library, which the {handoff} "
-                          f"handoff does not load; use one of {', '.join(able)}", field="--weights")
-    if attention == "smp":
-        raise ExportError(f"--attention smp writes ai.smp.Attention nodes, which the {handoff} handoff does not "
-                          "load; use --attention onnx or mha", field="--attention")
+        raise ExportError(f"the {handoff} handoff cannot load the {variant.name} variant; use one of "
+                          f"{', '.join(able)}", field="--weights")
 
 
 def check_precision(variant: Variant, precision: str) -> None:

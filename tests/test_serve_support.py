@@ -34,6 +34,17 @@ def tiny_export(directory: Path, head: str = "sequence-classification") -> Path:
     return directory
 
 
+def tiny_kernel_export(directory: Path, head: str = "sequence-classification", precision: str = "fp32") -> Path:
+    """``tiny_export``'s model as a validated sparse-kernel export (the ai.smp library), with
+    the same vocab and labels."""
+    base = tiny_export(directory.with_name(directory.name + "-vocab"), head=head)
+    export_onnx(tiny_checkpoint(head=head), directory, options=ExportOptions(weights="sparse-kernel",
+                                                                           precision=precision))
+    for name in ("vocab.txt", "tokenizer_config.json", "config.json"):
+        (directory / name).write_bytes((base / name).read_bytes())
+    return directory
+
+
 def post(url: str, body: Any = None, *, data: bytes | None = None,
          headers: dict[str, str] | None = None) -> requests.Response:
     """POST JSON (or raw ``data``) with a generous timeout."""

@@ -31,7 +31,7 @@ def exports(tmp_path_factory):
 
 
 def test_classifier_repository(exports, tmp_path):
-    options = TritonOptions(max_batch_size=16, max_queue_delay_us=3000, instance_count=2)
+    options = TritonOptions(max_batch_size=16, max_queue_delay_us=3000, instance_count=2, cores=4)
     model_dir = write_model_repository(exports["cls"], tmp_path / "repo", "sentiment", options)
     assert model_dir == tmp_path / "repo" / "sentiment"
     config = parse(model_dir / "config.pbtxt")
@@ -46,6 +46,8 @@ def test_classifier_repository(exports, tmp_path):
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 8, 16]
     assert config.dynamic_batching.max_queue_delay_microseconds == 3000
     assert config.instance_group[0].count == 2
+    assert config.parameters["intra_op_thread_count"].string_value == "2"     # the 4 cores, split
+    assert not config.model_operations.op_library_filename                  # no custom operator
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     # The versioned model is the export's, byte for byte, and the client-side files travel along.
     assert (model_dir / "1" / "model.onnx").read_bytes() == (exports["cls"] / "model.onnx").read_bytes()

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import onnx
 import pytest
-from click.testing import CliRunner
 
 from runtime.manifest import Manifest
 from smp_export.errors import ExportError
 from smp_export.export import ExportOptions, export_onnx
 from smp_export.variants import CPU, OPTIMUM, TRITON, VARIANTS, Variant, check_handoff, get_variant
-from tests.fixtures import write_dense_zero_checkpoint
 from tests.helpers import tiny_checkpoint
 
 
@@ -22,10 +20,11 @@ def test_each_entry_declares_storage_devices_and_handoffs():
     assert list(VARIANTS) == ["dense", "sparse-initializer", "compact", "sparse-kernel", "auto"]
     for variant in VARIANTS.values():
         assert variant.stores and variant.attention in ("onnx", "smp")
-        # A variant that needs the kernel library runs on the CPU only and hands off nowhere.
-        assert variant.needs_kernels == (variant.devices == (CPU,)) == (not variant.handoffs)
+        # A variant that needs the kernel library runs on the CPU only; every handoff loads every
+        # variant (Triton and optimum get the library from runtime.server.triton / runtime.ortmodel).
+        assert variant.needs_kernels == (variant.devices == (CPU,))
+        assert variant.handoffs == {TRITON, OPTIMUM}
     assert [v.name for v in VARIANTS.values() if v.compacts] == ["compact", "sparse-kernel", "auto"]
-    assert VARIANTS["dense"].handoffs == {TRITON, OPTIMUM}
 
 
 def test_unknown_variant_names_the_option():
@@ -67,16 +66,11 @@ def test_a_variant_brings_its_own_validation(monkeypatch, tmp_path):
     assert Manifest.read(tmp_path / "e").validation.passed
 
 
-def test_triton_refuses_a_kernel_variant_before_any_work(tmp_path):
-    from cli.export import main
+def test_a_variant_without_a_handoff_is_refused_before_any_work():
+    from dataclasses import replace
 
-    with pytest.raises(ExportError, match="sparse-kernel variant needs the ai.smp custom-op library"):
-        check_handoff(VARIANTS["sparse-kernel"], TRITON)
-    model = write_dense_zero_checkpoint(tmp_path / "m").path
-    result = CliRunner().invoke(main, [str(model), "--format", "triton", "--weights", "auto", "-o",
-                                       str(tmp_path / "repo")])
-    assert result.exit_code == 2 and "use one of dense, sparse-initializer, compact" in result.output
-    smp_attention = CliRunner().invoke(main, [str(model), "--format", "triton", "--weights", "compact", "--attention",
-                                              "smp", "-o", str(tmp_path / "repo")])
-    assert smp_attention.exit_code == 2 and "--attention smp writes ai.smp.Attention nodes" in smp_attention.output
-    assert not (tmp_path / "repo").exists()
+    gpu_only = replace(VARIANTS["dense"], name="gpu-only", handoffs=frozenset({OPTIMUM}))
+    with pytest.raises(ExportError, match="triton handoff cannot load the gpu-only variant; use one of dense") as info:
+        check_handoff(gpu_only, TRITON)
+    assert info.value.field == "--weights"
+    check_handoff(VARIANTS["sparse-kernel"], TRITON)        # the library travels with the repository

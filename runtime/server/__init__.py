@@ -13,7 +13,7 @@ from typing import Any
 
 _EXPORTS = {"create_app": "app", "ServeConfig": "config", "read_api_key": "config",
             "BackgroundServer": "runner", "load_session": "runner", "serve": "runner",
-            "TritonOptions": "triton", "write_model_repository": "triton"}
+            "TritonOptions": "triton", "write_model_repository": "triton", "KServeOptions": "kserve"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -4,14 +4,19 @@
 
     REPOSITORY/
       MODEL/
-        config.pbtxt          platform onnxruntime_onnx, inputs/outputs, dynamic_batching
+        config.pbtxt          platform onnxruntime_onnx, inputs/outputs, dynamic_batching,
+                              threads; model_operations.op_library_filename for ai.smp models
         labels.txt            id2label, one per line (Triton's classification extension)
+        libsmp_sparse.so      the ai.smp kernels, for a model that needs them
+        inferenceservice.yaml a KServe InferenceService for the repository (with KServeOptions)
         1/model.onnx
         config.json, tokenizer files, manifest.json   (for clients; Triton ignores them)
 
-Only exports plain onnxruntime can run are written: a model needing a custom operator
-domain (a native-kernel variant) is refused, since Triton's onnxruntime backend would need
-that library too.
+A model that needs the ai.smp domain (the kernel variants) gets the library beside it and the
+path Triton will open it from: ``TritonOptions.library_root`` (the repository's path inside
+Triton's container), else ``/mnt/models`` under KServe, else the repository's absolute path
+here. The library loads into onnxruntime >= 1.17 (``ORT_MIN_VERSION``); an older backend fails
+the model's load with the library's own message. Other custom domains are refused.
 """
 
 from __future__ import annotations
@@ -20,127 +25,92 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
 
 from ..contract import CONFIG_FILE, LOGITS, MODEL_FILE, TOKENIZER_FILES
 from ..errors import TritonRepositoryError
+from ..kernels import LIBRARY_NAME, SPARSE_DOMAIN, KernelLibraryError, custom_op_library_path
 from ..manifest import MANIFEST_NAME, Manifest
 from ..providers import import_onnxruntime
 from ..session import BUILTIN_DOMAINS, model_domains
 from .config import sanitize_model_name
+from .kserve import FILE_NAME as KSERVE_FILE
+from .kserve import MOUNT, KServeOptions, render_inference_service
 from .model import read_model_config
+from .triton_config import LABELS_FILE, TRITON_TYPES, IOSpec, TritonOptions, io_specs, render_config
 
 log = logging.getLogger(__name__)
 
-TRITON_TYPES = {"tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32",
-                "tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16",
-                "tensor(double)": "TYPE_FP64", "tensor(bool)": "TYPE_BOOL"}
 SIDE_FILES = (CONFIG_FILE, MANIFEST_NAME, *TOKENIZER_FILES)
-LABELS_FILE = "labels.txt"
+__all__ = ["IOSpec", "KServeOptions", "TRITON_TYPES", "TritonOptions", "check_kserve", "check_repository", "read_io",
+           "render_config", "write_model_repository"]
 
 
-@dataclass(frozen=True)
-class TritonOptions:
-    """Triton settings: batching, instances, device."""
-
-    max_batch_size: int = 32
-    max_queue_delay_us: int = 5000
-    preferred_batch_sizes: tuple[int, ...] = ()     # () -> powers of two up to max_batch_size, from 4
-    instance_count: int = 1
-    device: str = "cpu"                             # cpu -> KIND_CPU, cuda -> KIND_GPU
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 0 or self.max_queue_delay_us < 0 or self.instance_count < 1:
-            raise TritonRepositoryError("max_batch_size and max_queue_delay_us must be >= 0, "
-                                        "instance_count >= 1", field="TritonOptions")
-        if self.device not in ("cpu", "cuda"):
-            raise TritonRepositoryError("device must be cpu or cuda", field="--device")
-        if any(not 0 < b <= self.max_batch_size for b in self.preferred_batch_sizes):
-            raise TritonRepositoryError("preferred batch sizes must be in 1..max_batch_size",
-                                        field="preferred_batch_sizes")
-
-
-@dataclass(frozen=True)
-class IOSpec:
-    name: str
-    data_type: str
-    shape: tuple[int, ...]        # full ONNX shape, -1 for dynamic axes
-
-
-def _io(values: Sequence[Any], where: Path) -> list[IOSpec]:
-    specs = []
-    for v in values:
-        if v.type not in TRITON_TYPES:
-            raise TritonRepositoryError(f"{v.name!r} has type {v.type}, which this writer does not "
-                                        "map to a Triton type", path=where)
-        specs.append(IOSpec(v.name, TRITON_TYPES[v.type],
-                            tuple(d if isinstance(d, int) and d > 0 else -1 for d in v.shape)))
-    return specs
-
-
-def read_io(model_path: Path) -> tuple[list[IOSpec], list[IOSpec]]:
+def read_io(model_path: Path, custom_op_libraries: tuple[str, ...] = ()) -> tuple[list[IOSpec], list[IOSpec]]:
     """Inputs and outputs of ``model_path``, read by onnxruntime (no graph optimisation)."""
     ort = import_onnxruntime()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    for library in custom_op_libraries:
+        opts.register_custom_ops_library(library)
     try:
         session = ort.InferenceSession(str(model_path), sess_options=opts,
                                        providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's pybind errors derive from Exception directly
-        raise TritonRepositoryError(f"plain onnxruntime cannot load the model: {exc}",
+        raise TritonRepositoryError(f"onnxruntime cannot load the model: {exc}",
                                     path=model_path) from exc
-    return _io(session.get_inputs(), model_path), _io(session.get_outputs(), model_path)
+    return io_specs(session.get_inputs(), model_path), io_specs(session.get_outputs(), model_path)
 
 
-def check_plain_onnxruntime(export_dir: Path) -> None:
-    """Refuse models that need a custom operator domain."""
+def needs_kernel_library(export_dir: Path) -> bool:
+    """Whether the model needs the ai.smp library; TritonRepositoryError for any other custom domain."""
     domains: set[str] = set()
     if (export_dir / MANIFEST_NAME).is_file():
         domains |= set(Manifest.read(export_dir).custom_op_domains)
     domains |= model_domains(export_dir / MODEL_FILE) or set()
-    custom = sorted(domains - BUILTIN_DOMAINS)
+    custom = sorted(domains - BUILTIN_DOMAINS - {SPARSE_DOMAIN})
     if custom:
-        raise TritonRepositoryError(f"the model needs custom operator domain(s) {', '.join(custom)}; "
-                                    "Triton's onnxruntime backend cannot run it without that library "
-                                    "(export the dense, sparse-initializer or compact variant)",
+        raise TritonRepositoryError(f"the model needs custom operator domain(s) {', '.join(custom)}, whose "
+                                    "library this writer does not know (it ships only ai.smp's)",
                                     path=export_dir / MODEL_FILE)
+    return SPARSE_DOMAIN in domains
 
 
-def _dims(shape: tuple[int, ...]) -> str:
-    return "[ " + ", ".join(str(d) for d in shape) + " ]"
+def check_repository(repository: Path) -> None:
+    """Refuse a path that exists and is not a Triton model repository: a file, or a folder with
+    anything but model folders (a folder holding config.pbtxt or a numeric version folder)."""
+    if not repository.exists():
+        return
+    if not repository.is_dir():
+        raise TritonRepositoryError("not a directory, so not a Triton model repository", path=repository)
+    for entry in sorted(repository.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        model_folder = entry.is_dir() and ((entry / "config.pbtxt").is_file() or any(
+            p.is_dir() and p.name.isdigit() for p in entry.iterdir()))
+        if not model_folder:
+            raise TritonRepositoryError(f"not a Triton model repository: {entry.name!r} is not a model folder "
+                                        "(a repository holds only folders with config.pbtxt or version "
+                                        "folders); choose an empty or new folder", path=repository)
 
 
-def _tensor_block(spec: IOSpec, shape: tuple[int, ...], label_file: str | None) -> str:
-    lines = [f'    name: "{spec.name}"', f"    data_type: {spec.data_type}", f"    dims: {_dims(shape)}"]
-    if label_file:
-        lines.append(f'    label_filename: "{label_file}"')
-    return "  {\n" + "\n".join(lines) + "\n  }"
+def _library_source(options: TritonOptions) -> Path:
+    if options.op_library is None:
+        try:
+            return custom_op_library_path()
+        except KernelLibraryError as exc:
+            raise TritonRepositoryError(f"the model needs the ai.smp library: {exc}", field="--op-library") from exc
+    path = Path(options.op_library)
+    if not path.is_file():
+        raise TritonRepositoryError("the ai.smp library to ship is not a file", path=path, field="--op-library")
+    return path.resolve()
 
 
-def render_config(model_name: str, inputs: list[IOSpec], outputs: list[IOSpec],
-                  options: TritonOptions, label_output: str | None = None) -> str:
-    """config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
-    batched = options.max_batch_size > 0 and all(s.shape and s.shape[0] == -1 for s in inputs + outputs)
-    max_batch = options.max_batch_size if batched else 0
-    cut = (lambda s: s.shape[1:]) if batched else (lambda s: s.shape)
-    ins = ",\n".join(_tensor_block(s, cut(s), None) for s in inputs)
-    outs = ",\n".join(_tensor_block(s, cut(s), LABELS_FILE if s.name == label_output else None)
-                      for s in outputs)
-    kind = "KIND_GPU" if options.device == "cuda" else "KIND_CPU"
-    parts = [f'name: "{model_name}"', 'platform: "onnxruntime_onnx"', 'backend: "onnxruntime"',
-             f"max_batch_size: {max_batch}", f"input [\n{ins}\n]", f"output [\n{outs}\n]",
-             f"instance_group [\n  {{\n    count: {options.instance_count}\n    kind: {kind}\n  }}\n]",
-             "version_policy: { latest: { num_versions: 1 } }"]
-    if batched:
-        preferred = options.preferred_batch_sizes or tuple(
-            b for b in (4, 8, 16, 32, 64, 128, 256) if b <= max_batch) or (max_batch,)
-        parts.append("dynamic_batching {\n"
-                     f"  preferred_batch_size: {_dims(preferred)}\n"
-                     f"  max_queue_delay_microseconds: {options.max_queue_delay_us}\n}}")
-    return "\n".join(parts) + "\n"
+def _library_root(repository: Path, options: TritonOptions, kserve: KServeOptions | None) -> str:
+    """The repository's path as Triton will see it."""
+    if kserve is not None:
+        return MOUNT
+    return options.library_root or str(repository.resolve())
 
 
 def _labels(export_dir: Path, outputs: list[IOSpec]) -> tuple[str | None, list[str]]:
@@ -156,9 +126,34 @@ def _labels(export_dir: Path, outputs: list[IOSpec]) -> tuple[str | None, list[s
     return logits.name, labels
 
 
-def write_model_repository(export_dir: str | Path, repository: str | Path,
-                           model_name: str | None = None,
-                           options: TritonOptions = TritonOptions()) -> Path:
+def _check_handoff(export_dir: Path, options: TritonOptions, kserve: KServeOptions | None) -> Path | None:
+    """The library to ship (None when the model needs none), after the checks that need no output."""
+    library = None
+    if needs_kernel_library(export_dir):
+        if options.device != "cpu":
+            raise TritonRepositoryError("the ai.smp kernels run on the CPU only: this model needs KIND_CPU "
+                                        "instances (device cpu)", field="--device")
+        library = _library_source(options)
+    check_kserve(options, kserve)
+    return library
+
+
+def check_kserve(options: TritonOptions, kserve: KServeOptions | None) -> None:
+    """KServe mounts the repository at ``MOUNT`` and gives the pod a CPU request: the library
+    path and Triton's threads (``cores``) must match them."""
+    if kserve is None:
+        return
+    if options.library_root not in (None, MOUNT, MOUNT + "/"):
+        raise TritonRepositoryError(f"KServe serves the repository from {MOUNT}, not {options.library_root}",
+                                    field="--library-root")
+    if options.device == "cpu" and options.cores is None:
+        raise TritonRepositoryError("KServe needs --cores: the pod's CPU request, shared by Triton's instances",
+                                    field="--cores")
+
+
+def write_model_repository(export_dir: str | Path, repository: str | Path, model_name: str | None = None,
+                           options: TritonOptions = TritonOptions(), *,
+                           kserve: KServeOptions | None = None) -> Path:
     """Write ``repository/model_name/`` for ``export_dir`` atomically; returns the model folder."""
     export_dir, repository = Path(export_dir), Path(repository)
     model_path = export_dir / MODEL_FILE
@@ -166,24 +161,40 @@ def write_model_repository(export_dir: str | Path, repository: str | Path,
         raise TritonRepositoryError(f"{MODEL_FILE} not found in the export directory", path=model_path)
     name = sanitize_model_name(model_name or export_dir.resolve().name)
     target = repository / name
+    check_repository(repository)
     if target.exists() and not options.overwrite:
         raise TritonRepositoryError("model folder exists in the repository (overwrite to replace it)",
                                     path=target)
-    check_plain_onnxruntime(export_dir)
-    inputs, outputs = read_io(model_path)
+    library = _check_handoff(export_dir, options, kserve)
+    op_library = f"{_library_root(repository, options, kserve).rstrip('/')}/{name}/{LIBRARY_NAME}" if library else None
+    inputs, outputs = read_io(model_path, (str(library),) if library else ())
     label_output, labels = _labels(export_dir, outputs)
+    files = {"config.pbtxt": render_config(name, inputs, outputs, options, label_output, op_library)}
+    if label_output:
+        files[LABELS_FILE] = "\n".join(labels) + "\n"
+    if kserve is not None:
+        files[KSERVE_FILE] = render_inference_service(name, kserve, cores=options.cores or 1,
+                                                      gpu=options.device == "cuda")
+    _write_atomically(export_dir, repository, target, files, library)
+    log.info("wrote Triton model %r to %s%s", name, target, f" (op library {op_library})" if library else "")
+    return target
+
+
+def _write_atomically(export_dir: Path, repository: Path, target: Path, files: dict[str, str],
+                      library: Path | None) -> None:
     repository.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=repository))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=repository))
     try:
         tmp.chmod(0o755)            # mkdtemp makes it 0700: Triton often runs as another user
         (tmp / "1").mkdir()
-        shutil.copy2(model_path, tmp / "1" / MODEL_FILE)
+        shutil.copy2(export_dir / MODEL_FILE, tmp / "1" / MODEL_FILE)
         for side in SIDE_FILES:
             if (export_dir / side).is_file():
                 shutil.copy2(export_dir / side, tmp / side)
-        if label_output:
-            (tmp / LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
-        (tmp / "config.pbtxt").write_text(render_config(name, inputs, outputs, options, label_output))
+        if library is not None:
+            shutil.copy2(library, tmp / LIBRARY_NAME)
+        for file_name, text in files.items():
+            (tmp / file_name).write_text(text, encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -193,5 +204,3 @@ def write_model_repository(export_dir: str | Path, repository: str | Path,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("wrote Triton model %r to %s", name, target)
-    return target
