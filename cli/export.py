@@ -103,6 +103,9 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
               show_default=True, help="int8: least cosine similarity of any output row with the fp32 model.")
 @click.option("--min-top1", type=click.FloatRange(0.0, 1.0), default=QuantizedValidationConfig().min_top1,
               show_default=True, help="int8, logits: least share of validation rows with the fp32 model's argmax.")
+@click.option("--tie-margin", type=click.FloatRange(min=0.0), default=QuantizedValidationConfig().tie_margin,
+              show_default=True, help="int8, logits: rows whose fp32 top-2 margin is below this x the row's "
+                                      "logits std are near ties, left out of --min-top1.")
 @click.option("--tokenizer/--no-tokenizer", default=True, show_default=True,
               help="Copy the checkpoint's tokenizer files, loaded and round-tripped on a sample text first; "
                    "--no-tokenizer leaves them out (the export then takes token ids only).")
@@ -117,7 +120,8 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
          threshold: float | None, mask_file: Path | None, label_words: str | None, validate: bool,
          atol: float, overwrite: bool, verbose: bool, autotune_tokens: str = "128", attention: str = "auto",
          tokenizer: bool = True, config_limits: tuple[str, ...] = (), precision: str = "fp32",
-         min_cosine: float = 0.99, min_top1: float = 0.95, granularity: str | None = None, **handoff) -> None:
+         min_cosine: float = 0.99, min_top1: float = 0.95, granularity: str | None = None,
+         tie_margin: float = 0.1, **handoff) -> None:
     """Export a pruning checkpoint in MODEL_DIR to a validated sparse ONNX model.
 
     Input formats, detected automatically (or forced with --input-format): packed (a
@@ -132,7 +136,7 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
                                smp_s_temperature=smp_s_temperature, threshold=threshold,
                                mask_file=mask_file, label_words=_label_words(label_words),
                                limits=_limits(config_limits), granularity=granularity)
-    quantized = QuantizedValidationConfig(min_cosine=min_cosine, min_top1=min_top1)
+    quantized = QuantizedValidationConfig(min_cosine=min_cosine, min_top1=min_top1, tie_margin=tie_margin)
     options = ExportOptions(weights=weights, validate=validate, overwrite=overwrite, tokenizer=tokenizer,
                             validation=ValidationConfig(atol=atol, quantized=quantized),
                             autotune=_autotune(autotune_tokens), precision=precision,

@@ -37,7 +37,8 @@ class LayerRecord:
 class ValidationRecord:
     """How the export was checked against the masked fp32 PyTorch model. fp32: every value within
     ``atol``. int8 (``atol`` None): per-row cosine and top-1 agreement against the ``min_*``
-    thresholds, with the measured ``cosine_*`` / ``top1_agreement`` beside them."""
+    thresholds, with the measured ``cosine_*`` / ``top1_*`` beside them; top-1 is held on the
+    rows that are not near ties (``smp_export.int8``)."""
 
     passed: bool
     skipped: bool = False
@@ -49,8 +50,11 @@ class ValidationRecord:
     cosine_mean: float | None = None                        # int8: per-row cosine vs fp32, mean
     cosine_min: float | None = None                         # int8: ... and the worst row
     top1_agreement: float | None = None                     # int8, logits: rows with the same argmax
+    top1_decisive: float | None = None                      # ... over the rows that are not near ties
+    near_ties: int | None = None                            # rows whose fp32 top-2 margin < tie_margin x std
     min_cosine: float | None = None                         # int8: the thresholds it was held to
-    min_top1: float | None = None
+    min_top1: float | None = None                           # (held by top1_decisive)
+    tie_margin: float | None = None
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.manifest import LayerRecord, Manifest
+from runtime.manifest import LayerRecord, Manifest, ValidationRecord
 
 from .checkpoint import parse_linear_name
 
@@ -20,13 +20,24 @@ def _by_type(manifest: Manifest) -> dict[str, list[LayerRecord]]:
     return groups
 
 
+def _top1_verdict(v: ValidationRecord) -> str:
+    if v.top1_agreement is None:
+        return ""
+    if v.near_ties is None:                 # manifests written before near ties were set apart
+        return f", top-1 {v.top1_agreement:.1%} >= {v.min_top1:.1%}"
+    if v.top1_decisive is None:
+        return f", top-1 not held (all {v.near_ties} rows near ties)"
+    ties = f" ({v.near_ties} near ties not counted)" if v.near_ties else ""
+    return f", top-1 {v.top1_decisive:.1%} >= {v.min_top1:.1%}{ties}"
+
+
 def _verdict(manifest: Manifest) -> str:
     v = manifest.validation
     if v.skipped:
         return "SKIPPED (--no-validate)"
     diff = f"{v.max_abs_diff:.2e}" if v.max_abs_diff is not None else "n/a"
     if v.atol is None:          # int8: cosine and top-1 against thresholds
-        top1 = "" if v.top1_agreement is None else f", top-1 {v.top1_agreement:.1%} >= {v.min_top1:.1%}"
+        top1 = _top1_verdict(v)
         return (f"passed (row cosine min {v.cosine_min:.4f} >= {v.min_cosine:g}, mean {v.cosine_mean:.5f}{top1}; "
                 f"max |diff| {diff} on {len(v.shapes)} shapes)")
     labels = "" if v.labels_agree is None else f", labels agree: {v.labels_agree}"

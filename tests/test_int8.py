@@ -102,3 +102,29 @@ def test_row_cosines_and_folded_sizes():
         QuantizedValidationConfig(min_cosine=1.5)
     with pytest.raises(TypeError):
         QuantizedValidationConfig(0.9)                   # keyword-only
+
+
+def _pair(got, want):
+    from smp_export.validate import OutputPair
+
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    return OutputPair("logits at [n, 4]", {"attention_mask": np.ones((len(want), 4), np.int64)}, got, want)
+
+
+def test_a_swapped_near_tie_does_not_refuse_but_a_decisive_flip_does():
+    from smp_export.int8 import _metrics, _shortfalls
+    from smp_export.validate import QuantizedValidationConfig, ValidationConfig
+
+    want = [[2.0, 1.99, -1.0], [3.0, 0.0, -3.0], [0.0, 2.0, -2.0]]        # row 0: a near tie (margin 0.01)
+    tie_swapped = [[1.99, 2.0, -1.0], [3.0, 0.0, -3.0], [0.0, 2.0, -2.0]]
+    config = ValidationConfig(quantized=QuantizedValidationConfig(min_top1=0.95, min_cosine=0.0))
+    _, metrics = _metrics([_pair(tie_swapped, want)], True, config.quantized.tie_margin)
+    assert metrics["top1_agreement"] == pytest.approx(2 / 3) and metrics["top1_decisive"] == 1.0
+    assert metrics["near_ties"] == 1 and _shortfalls(metrics, config) == ([], None)
+    decisive_flip = [[2.0, 1.99, -1.0], [0.0, 3.0, -3.0], [0.0, 2.0, -2.0]]
+    _, metrics = _metrics([_pair(decisive_flip, want)], True, config.quantized.tie_margin)
+    failures, field = _shortfalls(metrics, config)
+    assert field == "--min-top1" and "top-1 agreement 0.500000 < --min-top1 0.95 (1 near ties not counted" in failures[0]
+    # tie_margin 0: every row counts, as before near ties were set apart.
+    _, strict = _metrics([_pair(tie_swapped, want)], True, 0.0)
+    assert strict["near_ties"] == 0 and _shortfalls(strict, config)[1] == "--min-top1"
