@@ -149,6 +149,7 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
         if fmt == "triton":
             check_handoff(get_variant(weights), TRITON)
             triton, kserve = build_handoff(handoff, overwrite=overwrite)
+            _check_destination(output, model_dir, get_variant(weights).needs_kernels, triton, kserve)
         ckpt = read_checkpoint(model_dir, read_options, input_format=input_format)
         if fmt == "triton":
             manifest, output = _export_triton(ckpt, model_dir, output, options, triton, kserve)
@@ -157,14 +158,23 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
     click.echo(format_summary(manifest, output))
 
 
+def _check_destination(repository: Path, model_dir: Path, needs_kernels: bool, triton: TritonOptions,
+                       kserve: KServeOptions | None) -> None:
+    """--format triton: refuse the repository, the model name, the device and the library
+    before the checkpoint is read, so a wrong -o costs no export."""
+    from runtime.server.triton import check_repository, kernel_library
+
+    check_repository(repository, model_dir.resolve().name, triton, kserve)
+    if needs_kernels:
+        kernel_library(triton)
+
+
 def _export_triton(ckpt, model_dir: Path, repository: Path, options: ExportOptions, triton: TritonOptions,
                    kserve: KServeOptions | None):
     """--format triton: the usual ONNX export into a temporary folder, then a Triton model
-    repository entry REPOSITORY/<MODEL_DIR name>/ written by runtime.server.triton (the
-    repository is checked first, so a wrong -o costs no export)."""
-    from runtime.server.triton import check_repository, write_model_repository
+    repository entry REPOSITORY/<MODEL_DIR name>/ written by runtime.server.triton."""
+    from runtime.server.triton import write_model_repository
 
-    check_repository(repository)
     with tempfile.TemporaryDirectory(prefix=".smp-export-triton-") as tmp:
         manifest = export_onnx(ckpt, Path(tmp) / "export", options=options)
         target = write_model_repository(Path(tmp) / "export", repository, model_dir.resolve().name, triton,

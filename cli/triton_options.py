@@ -13,32 +13,35 @@ from runtime.server.kserve import KServeOptions
 from runtime.server.triton import check_kserve
 from runtime.server.triton_config import TritonOptions
 
-#: The keyword arguments the decorator adds, with their defaults (None: not given).
-NAMES = ("instances", "cores", "library_root", "op_library", "kserve_storage_uri", "kserve_name", "kserve_memory")
-
-_OPTIONS = (
-    click.option("--instances", type=click.IntRange(min=1), default=None,
-                 help="Triton: model instances (instance_group count) [default: 1]."),
-    click.option("--cores", type=click.IntRange(min=1), default=None,
-                 help="Triton: CPU cores the instances share; each gets cores / instances intra-op threads, "
-                      "which the ai.smp kernels use [default with one instance: every core Triton's machine has]."),
-    click.option("--library-root", default=None, metavar="PATH",
-                 help="Triton: the repository's path inside Triton's container, for op_library_filename of a "
-                      "kernel export [default: the repository's absolute path here; /mnt/models with KServe]."),
-    click.option("--op-library", type=click.Path(path_type=Path), default=None,
-                 help="Triton: the ai.smp library to ship with a kernel export [default: the installed one]."),
-    click.option("--kserve-storage-uri", default=None, metavar="URI",
-                 help="Also write MODEL/inferenceservice.yaml: a KServe InferenceService (Triton runtime) for "
-                      "the repository once uploaded to URI (s3://..., gs://..., pvc://...); needs --cores."),
-    click.option("--kserve-name", default=None, help="KServe: the InferenceService name [default: the model's]."),
-    click.option("--kserve-memory", default=None, help="KServe: memory request and limit [default: 2Gi]."),
+_SPECS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--instances", dict(type=click.IntRange(min=1), help="Triton: model instances (instance_group count) "
+                                                          "[default: 1].")),
+    ("--cores", dict(type=click.IntRange(min=1),
+                     help="Triton: CPU cores the instances share; each gets cores / instances intra-op threads, "
+                          "which the ai.smp kernels use [default with one instance: every core Triton's machine "
+                          "has].")),
+    ("--library-root", dict(metavar="PATH",
+                            help="Triton: the repository's path inside Triton's container, for op_library_filename "
+                                 "of a kernel export [default: the repository's absolute path here; /mnt/models "
+                                 "with KServe].")),
+    ("--op-library", dict(type=click.Path(path_type=Path),
+                          help="Triton: the ai.smp library to ship with a kernel export [default: the installed "
+                               "one].")),
+    ("--kserve-storage-uri", dict(metavar="URI",
+                                  help="Also write MODEL/inferenceservice.yaml: a KServe InferenceService (Triton "
+                                       "runtime) for the repository once uploaded to URI (s3://..., gs://..., "
+                                       "pvc://...); needs --cores, and a repository holding this model only.")),
+    ("--kserve-name", dict(help="KServe: the InferenceService name [default: the model's].")),
+    ("--kserve-memory", dict(help="KServe: memory request and limit [default: 2Gi].")),
 )
+#: The keyword arguments the decorator adds (None: not given).
+NAMES = tuple(flag[2:].replace("-", "_") for flag, _ in _SPECS)
 
 
 def handoff_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the Triton / KServe options to a click command."""
-    for option in reversed(_OPTIONS):
-        command = option(command)
+    for flag, settings in reversed(_SPECS):
+        command = click.option(flag, default=None, **settings)(command)
     return command
 
 

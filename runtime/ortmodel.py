@@ -22,6 +22,8 @@ from .manifest import MANIFEST_NAME, Manifest
 from .providers import import_onnxruntime
 from .session import required_custom_op_libraries
 
+#: The session config entry recording which libraries ``session_options`` registered.
+_REGISTERED = "smp.custom_op_libraries"
 #: The optimum class for each output an export has.
 ORT_MODEL_CLASSES = {LOGITS: "ORTModelForSequenceClassification", HIDDEN: "ORTModelForFeatureExtraction"}
 
@@ -47,9 +49,23 @@ def session_options(export_dir: str | Path, *, intra_op_threads: int | None = No
     options = base if base is not None else ort.SessionOptions()
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads
+    before = _registered(options)
+    registered = list(before)
     for library in required_custom_op_libraries(export_dir):
-        options.register_custom_ops_library(library)
+        if library not in registered:          # onnxruntime refuses a domain registered twice
+            options.register_custom_ops_library(library)
+            registered.append(library)
+    if registered != before:
+        options.add_session_config_entry(_REGISTERED, "\n".join(registered))
     return options
+
+
+def _registered(options: Any) -> list[str]:
+    """The libraries ``session_options`` registered in ``options`` before (a config entry of its own)."""
+    try:
+        return [p for p in options.get_session_config_entry(_REGISTERED).split("\n") if p]
+    except RuntimeError:                      # onnxruntime: no such entry
+        return []
 
 
 def ort_model_class(export_dir: str | Path) -> str:

@@ -4,7 +4,7 @@ quiet); ``smp-bench`` draws bars on a terminal (``smp_bench.progress``).
 ::
 
     with listening(lambda task, done, total, detail: ...):
-        export_onnx(...)        # ("export", 0..7, 7, "validating"), ("autotune", i, n, "<linear>")
+        export_onnx(...)        # ("export", 0..6, 6, "validating ..."), ("autotune", i, n, "<linear>")
 
 The listener lives in a context variable, so no option or signature carries it and a thread
 started elsewhere reports nothing.

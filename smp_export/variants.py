@@ -4,10 +4,11 @@ A variant declares what it stores, whether the weights are compacted first, how 
 linear is stored (``choose``), the graph passes that store them (``storage``, after which the
 manifest measures each linear's bytes) and those that fuse what follows (``fusions``), its
 default attention, whether running it needs the ``ai.smp`` library, where it runs and which
-handoffs load it unchanged, the precisions it can be exported in (``precisions``) and how it is
-validated (``validate``: fp32 within ``--atol``; ``validate_int8``: per-row cosine and top-1
-agreement, ``smp_export.int8``). ``export.py`` asks the variant and never compares variant names;
-a new precision or mask structure is a new entry plus its passes.
+handoffs load it (bringing the library where it needs one), the precisions it can be exported
+in (``precisions``) and how it is validated (``validate``: fp32 within ``--atol``;
+``validate_int8``: per-row cosine and top-1 agreement, ``smp_export.int8``). ``export.py`` asks
+the variant and never compares variant names; a new precision or mask structure is a new entry
+plus its passes.
 
 int8 (``--precision int8``) is onnxruntime's own dynamic quantization of the saved graph, so it
 is offered where the graph holds plain dense MatMuls: ``dense`` and ``compact``. Not on

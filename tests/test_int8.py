@@ -124,7 +124,8 @@ def test_a_swapped_near_tie_does_not_refuse_but_a_decisive_flip_does():
     decisive_flip = [[2.0, 1.99, -1.0], [0.0, 3.0, -3.0], [0.0, 2.0, -2.0]]
     _, metrics = _metrics([_pair(decisive_flip, want)], True, config.quantized.tie_margin)
     failures, field = _shortfalls(metrics, config)
-    assert field == "--min-top1" and "top-1 agreement 0.500000 < --min-top1 0.95 (1 near ties not counted" in failures[0]
+    assert field == "--min-top1"
+    assert "top-1 agreement 0.500000 < --min-top1 0.95 (1 near ties not counted" in failures[0]
     # tie_margin 0: every row counts, as before near ties were set apart.
     _, strict = _metrics([_pair(tie_swapped, want)], True, 0.0)
     assert strict["near_ties"] == 0 and _shortfalls(strict, config)[1] == "--min-top1"

@@ -43,6 +43,29 @@ def test_existing_optimum_code_runs_a_sparse_kernel_export(exports):
     torch.testing.assert_close(torch.as_tensor(np.asarray(got)), masked, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("weights, precision", [("sparse-kernel", "int8"), ("auto", "fp32")])
+def test_the_other_kernel_variants_run_in_optimum(tmp_path, weights, precision):
+    from smp_export.autotune import AutotuneConfig
+    from smp_export.export import ExportOptions, export_onnx
+
+    ckpt = tiny_checkpoint(head="sequence-classification")
+    export_onnx(ckpt, tmp_path / "e", options=ExportOptions(weights=weights, precision=precision,
+                                                             autotune=AutotuneConfig(tokens=(8,))))
+    ids, mask, types = _inputs()
+    got = load_ort_model(tmp_path / "e")(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()}
+    np.testing.assert_allclose(np.asarray(got), ModelSession.load(tmp_path / "e").run(feeds)["logits"],
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_options_passed_twice_register_the_library_once(exports):
+    options = session_options(exports["cls"])
+    assert session_options(exports["cls"], base=options) is options
+    model = load_ort_model(exports["cls"], session_options=options)     # onnxruntime refuses a second registration
+    ids, mask, types = _inputs()
+    assert model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.shape == (2, 3)
+
+
 def test_without_the_library_optimum_cannot_load_it(exports):
     with pytest.raises(Exception, match="ai.smp"):
         optimum_ort.ORTModelForSequenceClassification.from_pretrained(exports["cls"])

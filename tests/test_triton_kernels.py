@@ -200,3 +200,70 @@ def test_cli_bad_input_writes_nothing(kernel_export, tmp_path, keep_logging, ext
     assert not (tmp_path / "repo").exists()
     plain = CliRunner().invoke(main, [str(kernel_export), "--cores", "2"])
     assert plain.exit_code == 2 and "need --write-model-repository" in plain.output
+
+
+def test_kserve_wants_a_repository_of_its_own(kernel_export, tmp_path):
+    write_model_repository(kernel_export, tmp_path / "repo", "other")
+    kserve = KServeOptions(storage_uri="s3://b/repo")
+    with pytest.raises(TritonRepositoryError, match="already holds other: KServe's Triton would load"):
+        write_model_repository(kernel_export, tmp_path / "repo", "sk", TritonOptions(cores=2), kserve=kserve)
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["other"]
+
+
+@pytest.mark.parametrize("memory, ok", [("2Gi", True), ("512k", True), ("1e9", True), ("1.5Pi", True),
+                                        ("512K", False), ("2 Gi", False), ("-1Gi", False)])
+def test_memory_is_a_kubernetes_quantity(memory, ok):
+    if ok:
+        assert KServeOptions(storage_uri="s3://b/m", memory=memory).memory == memory
+    else:
+        with pytest.raises(TritonRepositoryError, match="Kubernetes quantity"):
+            KServeOptions(storage_uri="s3://b/m", memory=memory)
+
+
+def test_a_failed_overwrite_keeps_the_old_model(kernel_export, tmp_path, monkeypatch):
+    import runtime.server.triton as triton
+
+    model_dir = write_model_repository(kernel_export, tmp_path / "repo", "sk")
+    before = (model_dir / "config.pbtxt").read_text()
+    real_replace = triton.os.replace
+
+    def failing_replace(src, dst):           # the new folder cannot be moved into place
+        if ".tmp-" in str(src):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(triton.os, "replace", failing_replace)
+    with pytest.raises(TritonRepositoryError, match="cannot write the model folder"):
+        write_model_repository(kernel_export, tmp_path / "repo", "sk", TritonOptions(cores=4, overwrite=True))
+    assert (model_dir / "config.pbtxt").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["sk"]      # no temporary folders left
+    with pytest.raises(TritonRepositoryError):
+        write_model_repository(kernel_export, tmp_path / "new-repo", "sk")
+    assert not (tmp_path / "new-repo").exists()                               # the folder it created is gone
+
+
+def test_smp_export_refuses_the_destination_before_any_export(tmp_path, monkeypatch):
+    import cli.export
+    from tests.fixtures import write_dense_base
+
+    exports: list[object] = []
+    real = cli.export.export_onnx
+    monkeypatch.setattr(cli.export, "export_onnx", lambda *a, **k: exports.append(a) or real(*a, **k))
+    written = write_dense_base(tmp_path / "my-bert", head="sequence-classification", tokenizer=True)
+    base = [str(written.path), "--format", "triton", "--weights", "sparse-kernel"]
+    runner = CliRunner()
+    assert runner.invoke(cli.export.main, [*base, "-o", str(tmp_path / "repo")]).exit_code == 0
+    assert len(exports) == 1
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "notes.txt").write_text("mine\n")
+    for extra, message in ((["-o", str(tmp_path / "repo")], "model folder exists"),
+                           (["-o", str(tmp_path / "project")], "'notes.txt' is not a model folder"),
+                           (["-o", str(tmp_path / "r2"), "--op-library", str(tmp_path / "none.so")], "none.so"),
+                           (["-o", str(tmp_path / "r2"), "--library-root", "rel"], "not an absolute path"),
+                           (["-o", str(tmp_path / "r2"), "--kserve-storage-uri", "s3://b/r"], "KServe needs --cores")):
+        result = runner.invoke(cli.export.main, [*base, *extra])
+        assert result.exit_code == 2 and message in result.output, (extra, result.output)
+    assert len(exports) == 1 and not (tmp_path / "r2").exists()
+    assert sorted(p.name for p in (tmp_path / "project").iterdir()) == ["notes.txt"]
+    onnx_format = runner.invoke(cli.export.main, [str(written.path), "--cores", "2", "-o", str(tmp_path / "x")])
+    assert onnx_format.exit_code == 2 and "need --format triton" in onnx_format.output

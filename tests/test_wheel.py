@@ -41,8 +41,16 @@ print(json.dumps({"library": str(custom_op_library_path()), "torch": has_torch})
 """
 
 
+# Network failures only: a requirement no registry can satisfy is a failure, not a skip.
+_OFFLINE = ("Network is unreachable", "Temporary failure in name resolution",
+            "Failed to establish a new connection", "Max retries exceeded")
+
+
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run ``args``; skip (not fail) when pip cannot reach a package registry."""
     done = subprocess.run(args, capture_output=True, text=True, timeout=600, **kwargs)
+    if done.returncode != 0 and any(sign in done.stdout + done.stderr for sign in _OFFLINE):
+        pytest.skip(f"no package registry reachable for {' '.join(args[2:4])}: {done.stderr.strip()[-300:]}")
     assert done.returncode == 0, f"{args[:3]}: {done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done
 

@@ -27,7 +27,8 @@ MOUNT = "/mnt/models"
 RUNTIME = "kserve-tritonserver"
 FILE_NAME = "inferenceservice.yaml"
 _URI = re.compile(r"^[a-z][a-z0-9+.\-]*://\S+$")
-_MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+#: Kubernetes' resource quantity (binary Ki..Ei, decimal k, M..E, or an exponent), positive.
+_MEMORY = re.compile(r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[kMGTPE]|[eE][+-]?[0-9]+)?$")
 
 
 @dataclass(frozen=True)

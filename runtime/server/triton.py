@@ -42,8 +42,8 @@ from .triton_config import LABELS_FILE, TRITON_TYPES, IOSpec, TritonOptions, io_
 log = logging.getLogger(__name__)
 
 SIDE_FILES = (CONFIG_FILE, MANIFEST_NAME, *TOKENIZER_FILES)
-__all__ = ["IOSpec", "KServeOptions", "TRITON_TYPES", "TritonOptions", "check_kserve", "check_repository", "read_io",
-           "render_config", "write_model_repository"]
+__all__ = ["IOSpec", "KServeOptions", "TRITON_TYPES", "TritonOptions", "check_kserve", "check_repository",
+           "kernel_library", "read_io", "render_config", "write_model_repository"]
 
 
 def read_io(model_path: Path, custom_op_libraries: tuple[str, ...] = ()) -> tuple[list[IOSpec], list[IOSpec]]:
@@ -76,13 +76,16 @@ def needs_kernel_library(export_dir: Path) -> bool:
     return SPARSE_DOMAIN in domains
 
 
-def check_repository(repository: Path) -> None:
-    """Refuse a path that exists and is not a Triton model repository: a file, or a folder with
-    anything but model folders (a folder holding config.pbtxt or a numeric version folder)."""
+def _models(repository: Path) -> list[str]:
+    """The model folders of ``repository``; TritonRepositoryError when it exists and is not a
+    Triton model repository: a file, or a folder with anything but model folders (a folder
+    holding config.pbtxt or a numeric version folder)."""
     if not repository.exists():
-        return
+        return []
     if not repository.is_dir():
-        raise TritonRepositoryError("not a directory, so not a Triton model repository", path=repository)
+        raise TritonRepositoryError("not a directory, so not a Triton model repository", path=repository,
+                                    field="repository")
+    models = []
     for entry in sorted(repository.iterdir()):
         if entry.name.startswith("."):
             continue
@@ -91,19 +94,39 @@ def check_repository(repository: Path) -> None:
         if not model_folder:
             raise TritonRepositoryError(f"not a Triton model repository: {entry.name!r} is not a model folder "
                                         "(a repository holds only folders with config.pbtxt or version "
-                                        "folders); choose an empty or new folder", path=repository)
+                                        "folders); choose an empty or new folder", path=repository,
+                                        field="repository")
+        models.append(entry.name)
+    return models
+
+
+def check_repository(repository: Path, model_name: str | None = None, options: TritonOptions = TritonOptions(),
+                     kserve: KServeOptions | None = None) -> None:
+    """Everything about the destination that can be refused before any output: ``repository``
+    is a repository, ``model_name`` is not taken (unless ``options.overwrite``), and a KServe
+    repository holds this model only (KServe's Triton loads every model of its repository, on
+    the one pod whose CPU request is sized for this model)."""
+    models = _models(repository)
+    name = sanitize_model_name(model_name) if model_name else None
+    if name in models and not options.overwrite:
+        raise TritonRepositoryError("model folder exists in the repository (overwrite to replace it)",
+                                    path=repository / name, field="repository")
+    others = [m for m in models if m != name]
+    if kserve is not None and others:
+        raise TritonRepositoryError(f"the repository already holds {', '.join(others)}: KServe's Triton would load "
+                                    "them all on this model's pod; give this model a repository of its own",
+                                    path=repository, field="--kserve-storage-uri")
+    check_kserve(options, kserve)
 
 
 def _library_source(options: TritonOptions) -> Path:
-    if options.op_library is None:
-        try:
-            return custom_op_library_path()
-        except KernelLibraryError as exc:
-            raise TritonRepositoryError(f"the model needs the ai.smp library: {exc}", field="--op-library") from exc
-    path = Path(options.op_library)
-    if not path.is_file():
-        raise TritonRepositoryError("the ai.smp library to ship is not a file", path=path, field="--op-library")
-    return path.resolve()
+    """The library file to ship (``TritonOptions`` checked that a given one is a file)."""
+    if options.op_library is not None:
+        return Path(options.op_library).resolve()
+    try:
+        return custom_op_library_path()
+    except KernelLibraryError as exc:
+        raise TritonRepositoryError(f"the model needs the ai.smp library: {exc}", field="--op-library") from exc
 
 
 def _library_root(repository: Path, options: TritonOptions, kserve: KServeOptions | None) -> str:
@@ -126,16 +149,21 @@ def _labels(export_dir: Path, outputs: list[IOSpec]) -> tuple[str | None, list[s
     return logits.name, labels
 
 
-def _check_handoff(export_dir: Path, options: TritonOptions, kserve: KServeOptions | None) -> Path | None:
+def _check_handoff(export_dir: Path, options: TritonOptions) -> Path | None:
     """The library to ship (None when the model needs none), after the checks that need no output."""
-    library = None
-    if needs_kernel_library(export_dir):
-        if options.device != "cpu":
-            raise TritonRepositoryError("the ai.smp kernels run on the CPU only: this model needs KIND_CPU "
-                                        "instances (device cpu)", field="--device")
-        library = _library_source(options)
-    check_kserve(options, kserve)
-    return library
+    if not needs_kernel_library(export_dir):
+        if options.op_library or options.library_root:
+            log.warning("--op-library / --library-root ignored: %s needs no ai.smp library", export_dir)
+        return None
+    return kernel_library(options)
+
+
+def kernel_library(options: TritonOptions) -> Path:
+    """The ai.smp library a kernel export ships with; refused for GPU instances."""
+    if options.device != "cpu":
+        raise TritonRepositoryError("the ai.smp kernels run on the CPU only: this model needs KIND_CPU "
+                                    "instances (device cpu)", field="--device")
+    return _library_source(options)
 
 
 def check_kserve(options: TritonOptions, kserve: KServeOptions | None) -> None:
@@ -161,11 +189,8 @@ def write_model_repository(export_dir: str | Path, repository: str | Path, model
         raise TritonRepositoryError(f"{MODEL_FILE} not found in the export directory", path=model_path)
     name = sanitize_model_name(model_name or export_dir.resolve().name)
     target = repository / name
-    check_repository(repository)
-    if target.exists() and not options.overwrite:
-        raise TritonRepositoryError("model folder exists in the repository (overwrite to replace it)",
-                                    path=target)
-    library = _check_handoff(export_dir, options, kserve)
+    check_repository(repository, name, options, kserve)
+    library = _check_handoff(export_dir, options)
     op_library = f"{_library_root(repository, options, kserve).rstrip('/')}/{name}/{LIBRARY_NAME}" if library else None
     inputs, outputs = read_io(model_path, (str(library),) if library else ())
     label_output, labels = _labels(export_dir, outputs)
@@ -182,8 +207,12 @@ def write_model_repository(export_dir: str | Path, repository: str | Path, model
 
 def _write_atomically(export_dir: Path, repository: Path, target: Path, files: dict[str, str],
                       library: Path | None) -> None:
+    """Build the model folder in a hidden temporary folder, then rename it into place; an old
+    folder is renamed aside first and removed last, so no moment leaves a half-written one."""
+    created = not repository.exists()
     repository.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=repository))
+    old = None
     try:
         tmp.chmod(0o755)            # mkdtemp makes it 0700: Triton often runs as another user
         (tmp / "1").mkdir()
@@ -196,11 +225,18 @@ def _write_atomically(export_dir: Path, repository: Path, target: Path, files: d
         for file_name, text in files.items():
             (tmp / file_name).write_text(text, encoding="utf-8")
         if target.exists():
-            shutil.rmtree(target)
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=repository))
+            os.replace(target, old / target.name)
         os.replace(tmp, target)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise TritonRepositoryError(f"cannot write the model folder: {exc}", path=target) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not target.exists():
+            os.replace(old / target.name, target)              # put the old model back
+        if created:
+            shutil.rmtree(repository, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise TritonRepositoryError(f"cannot write the model folder: {exc}", path=target) from exc
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
