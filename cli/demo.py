@@ -16,7 +16,7 @@ import click
 
 from smp_export.autotune import AutotuneConfig
 from smp_export.export import WEIGHTS_VARIANTS, ExportOptions, export_onnx
-from smp_export.options import FP32, PRECISIONS
+from smp_export.options import CPU_PRECISIONS, FP32
 from smp_export.variants import get_variant
 from smp_export.readers import read_checkpoint
 from smp_export.summary import format_summary
@@ -32,8 +32,9 @@ SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "minilm-bbc-smp-
               help="Checkpoint to export (any format smp-export reads).")
 @click.option("--weights", "variants", type=str, default=",".join(WEIGHTS_VARIANTS), show_default=True,
               help="Comma-separated export variants.")
-@click.option("--precisions", type=str, default=",".join(PRECISIONS), show_default=True,
-              help="Comma-separated precisions; each variant is exported in those it offers.")
+@click.option("--precisions", type=str, default=",".join(CPU_PRECISIONS), show_default=True,
+              help="Comma-separated precisions; each variant is exported in those it offers (fp16 too, "
+                   "for a GPU: on a CPU it is slower than fp32).")
 @click.option("--autotune-tokens", type=click.IntRange(min=1), default=32 * 128, show_default=True,
               help="Activation rows --weights auto times each linear at: the benchmark's batch x seq.")
 def main(output: Path, checkpoint: Path, variants: str, precisions: str, autotune_tokens: int) -> None:

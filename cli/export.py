@@ -23,7 +23,7 @@ from smp_export.passes.attention import MODES as ATTENTION_MODES
 from smp_export.readers import ReadOptions, read_checkpoint
 from smp_export.summary import format_summary
 from smp_export.options import PRECISIONS
-from smp_export.validate import QuantizedValidationConfig, ValidationConfig
+from smp_export.validate import FP16_MIN_COSINE, QuantizedValidationConfig, ValidationConfig
 from smp_export.variants import TRITON, VARIANTS, check_handoff, check_precision, get_variant
 from runtime.server.kserve import KServeOptions
 from runtime.server.triton_config import TritonOptions
@@ -97,14 +97,18 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Validation tolerance (fp32).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="int8: onnxruntime dynamic quantization of the MatMul weights (per channel; embeddings "
-                   "stay fp32), validated by --min-cosine / --min-top1 instead of --atol. Variants: "
-                   + ", ".join(v.name for v in VARIANTS.values() if "int8" in v.precisions) + ".")
-@click.option("--min-cosine", type=click.FloatRange(-1.0, 1.0), default=QuantizedValidationConfig().min_cosine,
-              show_default=True, help="int8: least cosine similarity of any output row with the fp32 model.")
+                   "stay fp32) or, for sparse-kernel, the int8 kernels; fp16: float16 weights and activations "
+                   "(LayerNorm and softmax in fp32) for GPUs. Both are validated by --min-cosine / --min-top1 "
+                   "instead of --atol. int8: " + ", ".join(v.name for v in VARIANTS.values() if "int8" in v.precisions)
+                   + "; fp16: " + ", ".join(v.name for v in VARIANTS.values() if "fp16" in v.precisions) + ".")
+@click.option("--min-cosine", type=click.FloatRange(-1.0, 1.0), default=None,
+              help="int8 / fp16: least cosine similarity of any output row with the fp32 model "
+                   f"[default: int8 {QuantizedValidationConfig().min_cosine:g}, fp16 {FP16_MIN_COSINE:g}].")
 @click.option("--min-top1", type=click.FloatRange(0.0, 1.0), default=QuantizedValidationConfig().min_top1,
-              show_default=True, help="int8, logits: least share of validation rows with the fp32 model's argmax.")
+              show_default=True, help="int8 / fp16, logits: least share of validation rows (near ties aside) with "
+                                      "the fp32 model's argmax.")
 @click.option("--tie-margin", type=click.FloatRange(min=0.0), default=QuantizedValidationConfig().tie_margin,
-              show_default=True, help="int8, logits: rows whose fp32 top-2 margin is below this x the row's "
+              show_default=True, help="int8 / fp16, logits: rows whose fp32 top-2 margin is below this x the row's "
                                       "logits std are near ties, left out of --min-top1.")
 @click.option("--tokenizer/--no-tokenizer", default=True, show_default=True,
               help="Copy the checkpoint's tokenizer files, loaded and round-tripped on a sample text first; "
@@ -120,7 +124,7 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
          threshold: float | None, mask_file: Path | None, label_words: str | None, validate: bool,
          atol: float, overwrite: bool, verbose: bool, autotune_tokens: str = "128", attention: str = "auto",
          tokenizer: bool = True, config_limits: tuple[str, ...] = (), precision: str = "fp32",
-         min_cosine: float = 0.99, min_top1: float = 0.95, granularity: str | None = None,
+         min_cosine: float | None = None, min_top1: float = 0.95, granularity: str | None = None,
          tie_margin: float = 0.1, **handoff) -> None:
     """Export a pruning checkpoint in MODEL_DIR to a validated sparse ONNX model.
 
@@ -136,9 +140,14 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
                                smp_s_temperature=smp_s_temperature, threshold=threshold,
                                mask_file=mask_file, label_words=_label_words(label_words),
                                limits=_limits(config_limits), granularity=granularity)
-    quantized = QuantizedValidationConfig(min_cosine=min_cosine, min_top1=min_top1, tie_margin=tie_margin)
+    def thresholds(default_cosine: float) -> QuantizedValidationConfig:
+        return QuantizedValidationConfig(min_cosine=default_cosine if min_cosine is None else min_cosine,
+                                         min_top1=min_top1, tie_margin=tie_margin)
+
+    validation = ValidationConfig(atol=atol, quantized=thresholds(QuantizedValidationConfig().min_cosine),
+                                  fp16=thresholds(FP16_MIN_COSINE))
     options = ExportOptions(weights=weights, validate=validate, overwrite=overwrite, tokenizer=tokenizer,
-                            validation=ValidationConfig(atol=atol, quantized=quantized),
+                            validation=validation,
                             autotune=_autotune(autotune_tokens), precision=precision,
                             attention=None if attention == "auto" else attention)
     output = output or default_output_dir(model_dir, fmt)

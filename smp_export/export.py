@@ -2,10 +2,10 @@
 
 What differs between the ``--weights`` variants is the variant's to say (``smp_export.variants``):
 this module runs what it declares. ``--precision int8`` quantizes the saved model in the temporary
-directory (``smp_export.int8``), so validation, the manifest and the final ``model.onnx`` are of
-the int8 model. Output is atomic (``output.write_atomically``): everything is
-written into a temporary sibling directory renamed onto ``output_dir`` only after the model
-validated; a failure leaves no partial directory.
+directory (``smp_export.int8``) and ``--precision fp16`` converts it (``smp_export.fp16``), so
+validation, the manifest and the final ``model.onnx`` are of that model. Output is atomic
+(``output.write_atomically``): everything is written into a temporary sibling directory renamed
+onto ``output_dir`` only after the model validated; a failure leaves no partial directory.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from .describe import describe, initializer_bytes, layer_records, totals, uses_k
 from .errors import ExportError
 from .formats.compact import compact
 from .graph import build_onnx_model
-from .int8 import KERNEL_QUANTIZATION, QUANTIZATION, fold_quantized_sizes, quantize_int8
-from .options import INT8, ExportOptions
+from .fp16 import CONVERSION as FP16_CONVERSION
+from .int8 import KERNEL_QUANTIZATION, QUANTIZATION, fold_quantized_sizes
+from .options import FP16, FP32, INT8, ExportOptions
 from .output import copy_tokenizer, file_sizes, write_atomically, write_config
 from .passes import attention_fusion_pass
 from .passes.attention import MODES as ATTENTION_MODES
@@ -69,6 +70,8 @@ def export_options_record(options: ExportOptions) -> dict:
         record["quantization"] = dict(QUANTIZATION)
     elif options.precision == INT8:
         record["quantization"] = dict(KERNEL_QUANTIZATION)
+    elif options.precision == FP16:
+        record["conversion"] = dict(FP16_CONVERSION)
     return record
 
 
@@ -94,8 +97,9 @@ def _export_into(ckpt: PrunedCheckpoint, directory: Path, variant: Variant, opti
         model = rewrite(model, plan)
     steps.advance("saving")
     _save(model, directory / MODEL_FILE)
-    if variant.quantizes_graph(options.precision):
-        model = quantize_int8(directory / MODEL_FILE)
+    conversion = variant.graph_conversion(options.precision)
+    if conversion is not None:
+        model = conversion(directory / MODEL_FILE)
         stored_sizes = fold_quantized_sizes(initializer_bytes(model))
     write_config(ckpt, directory)
     copy_tokenizer(ckpt, directory, include=options.tokenizer)
@@ -134,6 +138,6 @@ def _validate(ckpt: PrunedCheckpoint, model_path: Path, variant: Variant, option
     if not options.validate:
         logger.warning("validation skipped (--no-validate): %s is unchecked", model_path)
         return ValidationRecord(passed=False, skipped=True,
-                                atol=None if options.precision == INT8 else options.validation.atol)
+                                atol=None if options.precision != FP32 else options.validation.atol)
     libraries = (_kernel_library(),) if needs_library else ()
     return variant.validator(options.precision)(model_path, ckpt, options.validation, libraries)

@@ -9,8 +9,11 @@ from .formats.compact import CompactionConfig
 from .graph import GraphOptions
 from .validate import ValidationConfig
 
-FP32, INT8 = "fp32", "int8"
-PRECISIONS: tuple[str, ...] = (FP32, INT8)      # int8: onnxruntime dynamic quantization (smp_export.int8)
+FP32, INT8, FP16 = "fp32", "int8", "fp16"
+# int8: onnxruntime dynamic quantization or the int8 kernels (smp_export.int8); fp16: float16
+# weights and activations for GPUs (smp_export.fp16).
+PRECISIONS: tuple[str, ...] = (FP32, INT8, FP16)
+CPU_PRECISIONS: tuple[str, ...] = (FP32, INT8)   # what is faster on a CPU (fp16 runs there, slowly)
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,10 @@ from .autotune import LinearChoice, autotune_linears
 from .checkpoint import PrunedCheckpoint
 from .errors import ExportError
 from .graph import linear_initializer_name
-from .int8 import validate_int8
-from .options import FP32, INT8, PRECISIONS, ExportOptions
+from .fp16 import convert_fp16
+from .int8 import quantize_int8
+from .reduced import validate_fp16, validate_int8
+from .options import FP16, FP32, INT8, PRECISIONS, ExportOptions
 from .passes import INT8_KERNEL_FUSIONS as _INT8_FUSIONS
 from .passes import KERNEL_FUSIONS as _FUSIONS
 from .passes import sparse_initializer_pass, sparse_linear_int8_pass, sparse_linear_pass
@@ -142,9 +144,15 @@ class Variant:
         """Whether ``precision`` is reached by onnxruntime's quantize_dynamic of the saved graph."""
         return precision == INT8 and self.int8_storage is None
 
+    def graph_conversion(self, precision: str) -> Callable[[Path], onnx.ModelProto] | None:
+        """What turns the saved fp32 graph into ``precision`` (in place), if anything does."""
+        if self.quantizes_graph(precision):
+            return quantize_int8
+        return convert_fp16 if precision == FP16 else None
+
     def validator(self, precision: str) -> Validator:
         """How an export of this variant in ``precision`` is validated."""
-        return self.validate_int8 if precision == INT8 else self.validate
+        return {INT8: self.validate_int8, FP16: validate_fp16}.get(precision, self.validate)
 
     def layer_format(self, choice: LinearChoice | None, shape: list[int], stored_shape: list[int]) -> str:
         """The manifest's per-layer format: the variant, or what the kernel variants chose
@@ -158,20 +166,23 @@ class Variant:
         return {"autotune_tokens": list(options.autotune.tokens)} if self.autotunes else {}
 
 
-_DENSIFIED = ("onnxruntime densifies sparse initializers at load and cannot quantize them; its int8 form "
-              "would be the dense one")
+_DENSIFIED = ("onnxruntime densifies sparse initializers at load and can neither quantize nor convert them; "
+              "its int8 / fp16 form would be the dense one")
+_KERNELS_FP32_INT8 = "the ai.smp kernels run fp32 and int8 on the CPU; fp16 is for GPUs, where compact is the variant"
 _NO_INT8_KERNELS = ("its per-layer choice among dense, CSR and BSR kernels has no int8 candidates yet, and "
-                    "no export pass writes the int8 kernel (ai.smp.SparseLinearInt8) for it")
+                    "no export pass writes the int8 kernel (ai.smp.SparseLinearInt8) for it; the kernels have no "
+                    "fp16")
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("dense", stores="zeros kept in dense matrices (the baseline)", precisions=(FP32, INT8)),
+    Variant("dense", stores="zeros kept in dense matrices (the baseline)", precisions=(FP32, INT8, FP16)),
     Variant("sparse-initializer", storage=(_sparse_initializers,), precision_note=_DENSIFIED,
             stores="pruned linears as graph.sparse_initializer (onnxruntime densifies them at load: smaller "
                    "file, dense speed)"),
-    Variant("compact", compacts=True, precisions=(FP32, INT8),
+    Variant("compact", compacts=True, precisions=(FP32, INT8, FP16),
             stores="provably dead heads and FFN neurons removed: structurally smaller dense matrices"),
     Variant("sparse-kernel", compacts=True, choose=_csr_everywhere, storage=(_sparse_linears,), fusions=_FUSION_STEPS,
             attention="smp", needs_kernels=True, devices=(CPU,), precisions=(FP32, INT8),
+            precision_note=_KERNELS_FP32_INT8,
             int8_storage=(_sparse_linears_int8,), int8_fusions=_INT8_FUSION_STEPS,
             stores="compaction, then every pruned linear as ai.smp.SparseLinear (CSR; feed-forward pairs as "
                    "SparseFFN, Q/K/V stacked; int8: SparseLinearInt8 / SparseFFNInt8), attention as ai.smp.Attention"),

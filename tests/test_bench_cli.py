@@ -248,7 +248,7 @@ def test_cuda_provider_selection_when_available(monkeypatch) -> None:
     (["--sweep", "0.5,abc"], "--sweep"),
     (["--sweep", "0.5,1.5"], "--sweep"),
     (["--variants", "dense,bogus"], "unknown variant"),
-    (["--precisions", "fp32,fp16"], "unknown precision"),
+    (["--precisions", "fp32,bf16"], "unknown precision"),
     (["--runs", "0"], "--runs"),
     (["--batch", "0"], "--batch"),
     (["--seq-len", "1"], "--seq-len"),

@@ -14,7 +14,8 @@ from cli.export import main as export_main
 from runtime.manifest import Manifest
 from smp_export.errors import ExportError, ValidationError
 from smp_export.export import ExportOptions, export_onnx
-from smp_export.int8 import _row_cosines, fold_quantized_sizes
+from smp_export.int8 import fold_quantized_sizes
+from smp_export.reduced import _row_cosines
 from smp_export.validate import QuantizedValidationConfig, ValidationConfig
 from smp_export.variants import VARIANTS, check_precision
 from tests.fixtures import write_dense_zero_checkpoint
@@ -78,8 +79,8 @@ def test_int8_is_offered_by_dense_compact_and_sparse_kernel_and_refused_before_a
             check_precision(VARIANTS[weights], "int8")
         assert info.value.field == "--precision"
         assert "use --weights dense or compact or sparse-kernel" in str(info.value)
-    with pytest.raises(ExportError, match="unknown precision 'fp16'"):
-        export_onnx(tiny_checkpoint(), tmp_path / "x", options=ExportOptions(weights="dense", precision="fp16"))
+    with pytest.raises(ExportError, match="unknown precision 'bf16'"):
+        export_onnx(tiny_checkpoint(), tmp_path / "x", options=ExportOptions(weights="dense", precision="bf16"))
     # The model directory does not exist: refused on the option, not on the checkpoint.
     result = CliRunner().invoke(export_main, [str(tmp_path / "missing"), "--precision", "int8", "--weights",
                                        "auto", "-o", str(tmp_path / "out")])
@@ -112,7 +113,7 @@ def _pair(got, want):
 
 
 def test_a_swapped_near_tie_does_not_refuse_but_a_decisive_flip_does():
-    from smp_export.int8 import _metrics, _shortfalls
+    from smp_export.reduced import _metrics, _shortfalls
     from smp_export.validate import QuantizedValidationConfig, ValidationConfig
 
     want = [[2.0, 1.99, -1.0], [3.0, 0.0, -3.0], [0.0, 2.0, -2.0]]        # row 0: a near tie (margin 0.01)
@@ -120,12 +121,12 @@ def test_a_swapped_near_tie_does_not_refuse_but_a_decisive_flip_does():
     config = ValidationConfig(quantized=QuantizedValidationConfig(min_top1=0.95, min_cosine=0.0))
     _, metrics = _metrics([_pair(tie_swapped, want)], True, config.quantized.tie_margin)
     assert metrics["top1_agreement"] == pytest.approx(2 / 3) and metrics["top1_decisive"] == 1.0
-    assert metrics["near_ties"] == 1 and _shortfalls(metrics, config) == ([], None)
+    assert metrics["near_ties"] == 1 and _shortfalls(metrics, config.quantized) == ([], None)
     decisive_flip = [[2.0, 1.99, -1.0], [0.0, 3.0, -3.0], [0.0, 2.0, -2.0]]
     _, metrics = _metrics([_pair(decisive_flip, want)], True, config.quantized.tie_margin)
-    failures, field = _shortfalls(metrics, config)
+    failures, field = _shortfalls(metrics, config.quantized)
     assert field == "--min-top1"
     assert "top-1 agreement 0.500000 < --min-top1 0.95 (1 near ties not counted" in failures[0]
     # tie_margin 0: every row counts, as before near ties were set apart.
     _, strict = _metrics([_pair(tie_swapped, want)], True, 0.0)
-    assert strict["near_ties"] == 0 and _shortfalls(strict, config)[1] == "--min-top1"
+    assert strict["near_ties"] == 0 and _shortfalls(strict, config.quantized)[1] == "--min-top1"
