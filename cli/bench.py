@@ -67,6 +67,11 @@ def bench_config(ctx: click.Context, options: dict[str, Any], *, sweep: str | No
 @click.option("--seq-len", type=int, default=128, show_default=True,
               help="Tokens per sequence (timed batch padded/truncated to it; eval truncated at it).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--io-binding/--no-io-binding", default=None,
+              help="onnxruntime: time runs with inputs and outputs bound on the device (no host copies) "
+                   "[default: on with --device cuda, off on the CPU].")
+@click.option("--tensorrt", is_flag=True, help="--device cuda: TensorRT in front of CUDA (fp16 / sparse tactics "
+                                               "for fp16 / 2:4 exports; engines cached in each export's trt-cache/).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True,
               help="ort: onnxruntime exports (+ torch eager dense); torch: torch eager dense + masked "
                    "torch.sparse CSR models; all: both.")

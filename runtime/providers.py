@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from .errors import DeviceError
 
 DEVICES = ("cpu", "cuda")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
 
 
 def import_onnxruntime() -> ModuleType:
@@ -38,3 +42,31 @@ def select_providers(device: str) -> list[str]:
                           f"(available: {', '.join(available)}); install the gpu extra "
                           "(onnxruntime-gpu) instead of onnxruntime — never both", field="--device")
     return [CUDA, CPU]
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """TensorRT in front of CUDA (``--tensorrt``): engines cached in ``cache_dir`` (the export
+    directory's ``trt-cache/``, so a restart reuses them), fp16 tactics for an fp16 export and
+    sparse tactics for weights that are 2:4 (TensorRT takes 2:4 from the dense weights)."""
+
+    cache_dir: Path
+    fp16: bool = False
+    sparsity: bool = False
+
+    def provider(self) -> tuple[str, dict[str, Any]]:
+        return TENSORRT, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(self.cache_dir),
+                          "trt_fp16_enable": self.fp16, "trt_sparsity_enable": self.sparsity}
+
+
+def gpu_providers(tensorrt: TensorRTOptions | None = None) -> list[Any]:
+    """``select_providers("cuda")``, with TensorRT first when asked for; DeviceError when this
+    onnxruntime build has no TensorRT provider (never a silent run without it)."""
+    providers: list[Any] = select_providers("cuda")
+    if tensorrt is None:
+        return providers
+    available = import_onnxruntime().get_available_providers()
+    if TENSORRT not in available:
+        raise DeviceError(f"TensorRT requested but this onnxruntime build has no {TENSORRT} (available: "
+                          f"{', '.join(available)}); install onnxruntime-gpu with TensorRT", field="--tensorrt")
+    return [tensorrt.provider(), *providers]

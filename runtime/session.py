@@ -15,12 +15,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .binding import BoundRun
 from .contract import CONFIG_FILE, HIDDEN, LOGITS, MODEL_FILE, has_tokenizer
 from .errors import CustomOpError, DeviceError, SessionError, TokenizerError
 from .jsonfile import read_json_object
 from .kernels import LIBRARY_NAME, SPARSE_DOMAIN, KernelLibraryError, custom_op_library_path
 from .manifest import MANIFEST_NAME, Manifest
-from .providers import CUDA, DEVICES, import_onnxruntime, select_providers
+from .providers import CUDA, DEVICES, TensorRTOptions, gpu_providers, import_onnxruntime, select_providers
 from .tokenize import Texts, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class SessionConfig:
     graph_optimization: str = "all"         # disable | basic | extended | all
     custom_op_libraries: tuple[str, ...] = ()
     spinning: bool | None = None            # intra-op threads spin between runs; None: onnxruntime's default (on)
+    tensorrt: bool = False                  # cuda: TensorRT first (engine cache in the export's trt-cache/)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -54,6 +56,8 @@ class SessionConfig:
             raise SessionError("must be >= 0", field="intra_op_threads")
         if self.inter_op_threads < 0:
             raise SessionError("must be >= 0", field="inter_op_threads")
+        if self.tensorrt and self.device != "cuda":
+            raise DeviceError("TensorRT runs on the GPU: give --device cuda with --tensorrt", field="--tensorrt")
 
 
 def model_domains(model_path: Path) -> set[str] | None:
@@ -97,6 +101,25 @@ def _session_options(ort: Any, config: SessionConfig) -> Any:
             raise SessionError("custom-op library not found", path=lib, field="custom_op_libraries")
         opts.register_custom_ops_library(str(lib))
     return opts
+
+
+def _providers(directory: Path, manifest: Manifest | None, config: SessionConfig) -> list[Any]:
+    """The providers for ``config.device``; DeviceError for an ai.smp model on a GPU (its kernels
+    are CPU code: onnxruntime would copy every activation to the host and back around them)."""
+    if config.device == "cpu":
+        return select_providers("cpu")
+    domains = set(manifest.custom_op_domains) if manifest else set()
+    domains |= model_domains(directory / MODEL_FILE) or set()
+    if SPARSE_DOMAIN in domains:
+        raise DeviceError(f"{directory.name} uses the {SPARSE_DOMAIN} kernels, which run on the CPU only; export "
+                          "compact or dense (fp32 or --precision fp16) for --device cuda", path=directory / MODEL_FILE,
+                          field="--device")
+    if not config.tensorrt:
+        return gpu_providers()
+    structure = (manifest.metadata.get("structure") or {}) if manifest else {}
+    return gpu_providers(TensorRTOptions(cache_dir=directory / "trt-cache",
+                                         fp16=bool(manifest and manifest.precision == "fp16"),
+                                         sparsity=bool(structure.get("two_four"))))
 
 
 def _check_manifest_domains(model_path: Path, manifest: Manifest | None,
@@ -173,7 +196,7 @@ class ModelSession:
         if not model_path.is_file():
             raise SessionError(f"{MODEL_FILE} not found in the export directory", path=model_path)
         manifest = Manifest.read(directory) if (directory / MANIFEST_NAME).is_file() else None
-        providers = select_providers(config.device)
+        providers = _providers(directory, manifest, config)
         ort = import_onnxruntime()
         config = _with_project_library(model_path, manifest, config)
         needed = _check_manifest_domains(model_path, manifest, config)
@@ -215,8 +238,8 @@ class ModelSession:
     def manifest(self) -> Manifest | None:
         return self._manifest
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run on arrays; inputs the model does not declare (e.g. token_type_ids) are dropped."""
+    def _model_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's inputs from ``feeds`` (others, e.g. token_type_ids, dropped; int64 cast)."""
         missing = [name for name in self._inputs if name not in feeds]
         if missing:
             raise SessionError(f"missing model input(s): {', '.join(missing)} "
@@ -227,8 +250,16 @@ class ModelSession:
             if meta.type == "tensor(int64)" and arr.dtype != np.int64:
                 arr = arr.astype(np.int64)
             inputs[name] = arr
-        outputs = self.session.run(None, inputs)
+        return inputs
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on arrays; inputs the model does not declare (e.g. token_type_ids) are dropped."""
+        outputs = self.session.run(None, self._model_inputs(feeds))
         return dict(zip(self.output_names, outputs))
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> BoundRun:
+        """``feeds`` bound to the session's device (``runtime.binding``): runs without host copies."""
+        return BoundRun(self.session, self._model_inputs(feeds), self.output_names)
 
     def encode(self, texts: Texts, max_length: int = 128) -> dict[str, np.ndarray]:
         """Tokenize with the export's tokenizer."""

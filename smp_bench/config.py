@@ -86,13 +86,21 @@ class BackendOptions:
     backend: str = "ort"                      # ort | torch | all
     torch_eager: bool = True                  # include torch-eager-dense with --backend ort
     custom_op_libraries: tuple[str, ...] = ()
+    io_binding: bool | None = None            # onnxruntime: inputs / outputs bound on the device; None: on cuda
+    tensorrt: bool = False                    # cuda: TensorRT in front of CUDA (engine cache per export)
 
     def __post_init__(self) -> None:
         _normalize(self, "custom_op_libraries", lambda libs: tuple(str(p) for p in libs))
         _check([
             (self.backend in BACKENDS, "--backend", f"{self.backend!r} is not one of {', '.join(BACKENDS)}"),
             (self.device in DEVICES, "--device", f"{self.device!r} is not cpu or cuda"),
+            (not self.tensorrt or self.device == "cuda", "--tensorrt", "TensorRT needs --device cuda"),
         ])
+
+    @property
+    def binds(self) -> bool:
+        """Whether onnxruntime variants are timed through I/O binding (default: on a GPU)."""
+        return self.device == "cuda" if self.io_binding is None else self.io_binding
 
 
 @dataclass(frozen=True, kw_only=True)

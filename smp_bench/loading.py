@@ -75,11 +75,13 @@ def load_ort_variant(spec: VariantSpec, config: BenchConfig, feeds: dict[str, np
 
     session = ModelSession.load(spec.export_dir, SessionConfig(
         device=config.backends.device, intra_op_threads=config.timing.threads, spinning=config.timing.spin,
-        custom_op_libraries=tuple(config.backends.custom_op_libraries)))
+        custom_op_libraries=tuple(config.backends.custom_op_libraries), tensorrt=config.backends.tensorrt))
     inputs = select_inputs(feeds, session.input_names)
     output = "logits" if "logits" in session.output_names else session.output_names[0]
     ort_session = session.session
-    return LoadedVariant(spec, Runner(spec.name, lambda: ort_session.run(None, inputs)),
+    # I/O binding: inputs on the device once, outputs left there (no host round trip per run).
+    call = session.bind(inputs).run if config.backends.binds else (lambda: ort_session.run(None, inputs))
+    return LoadedVariant(spec, Runner(spec.name, call),
                  lambda f: session.run(f)[output], output, session.load_seconds,
                  ",".join(session.providers), dict(session.id2label))
 

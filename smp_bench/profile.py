@@ -86,6 +86,11 @@ class ProfileSummary:
     category_ms: dict[str, float] = field(default_factory=dict)
     op_ms: dict[str, float] = field(default_factory=dict)
     trace: str | None = None
+    placement: dict[str, list[str]] = field(default_factory=dict)   # provider -> the nodes it ran
+
+    def nodes_off(self, provider: str) -> list[str]:
+        """The nodes that ran on any provider but ``provider`` (a GPU run's CPU fallbacks)."""
+        return sorted(n for p, nodes in self.placement.items() if p != provider for n in nodes)
 
     @property
     def node_ms(self) -> float:
@@ -99,6 +104,8 @@ class ProfileSummary:
         """Flat record fields: ``profile_<category>_ms`` / ``_pct``, run and node totals."""
         out: dict[str, Any] = {"profile_run_ms": self.run_ms, "profile_node_ms": self.node_ms,
                                "profile_runs": self.runs}
+        for provider, nodes in sorted(self.placement.items()):      # profile_nodes_cpu, profile_nodes_cuda
+            out[f"profile_nodes_{provider.removesuffix('ExecutionProvider').lower()}"] = len(nodes)
         for cat, frac in self.fractions().items():
             out[f"profile_{cat}_ms"] = self.category_ms.get(cat, 0.0)
             out[f"profile_{cat}_pct"] = 100.0 * frac
@@ -106,7 +113,8 @@ class ProfileSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"runs": self.runs, "run_ms": self.run_ms, "category_ms": self.category_ms,
-                "op_ms": dict(sorted(self.op_ms.items(), key=lambda kv: -kv[1])), "trace": self.trace}
+                "op_ms": dict(sorted(self.op_ms.items(), key=lambda kv: -kv[1])), "trace": self.trace,
+                "placement": self.placement}
 
 
 def load_trace(source: str | Path | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -135,6 +143,7 @@ def parse_trace(source: str | Path | Sequence[Mapping[str, Any]], *,
     kept = runs[skip_runs:]
     category: dict[str, float] = {c: 0.0 for c in CATEGORIES}
     ops: dict[str, float] = {}
+    placement: dict[str, set[str]] = {}
     for e in events:
         name = e.get("name", "")
         if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
@@ -144,6 +153,7 @@ def parse_trace(source: str | Path | Sequence[Mapping[str, Any]], *,
             continue
         node = name[: -len("_kernel_time")]
         op_type = (e.get("args") or {}).get("op_name", "")
+        placement.setdefault((e.get("args") or {}).get("provider", "unknown"), set()).add(node)
         info = (node_info or {}).get(node)
         cat = categorize(node, op_type, info)
         category[cat] += e["dur"] / 1e3
@@ -151,7 +161,8 @@ def parse_trace(source: str | Path | Sequence[Mapping[str, Any]], *,
     n = len(kept)
     return ProfileSummary(runs=n, run_ms=sum(r["dur"] for r in kept) / n / 1e3,
                           category_ms={c: v / n for c, v in category.items()},
-                          op_ms={o: v / n for o, v in ops.items()})
+                          op_ms={o: v / n for o, v in ops.items()},
+                          placement={p: sorted(nodes) for p, nodes in placement.items()})
 
 
 def model_node_info(model_path: str | Path) -> dict[str, NodeInfo]:

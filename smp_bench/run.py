@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from runtime.providers import select_providers
+from runtime.providers import CUDA, select_providers
 from runtime.tokenize import Tokenizer
 from smp_export.progress import listening
 
@@ -66,7 +66,7 @@ def run_benchmark(config: BenchConfig, *, echo: Callable[[str], None] | None = N
     measured = Measurements(evals=_accuracy(lives, reference, tokenizer, eval_set, config, notes))
     if config.output.memory:
         measured.memory = probe_memory(lives, config, notes)
-    measured.profiles, profile_text = _profile(lives, config, feeds)
+    measured.profiles, profile_text = _profile(lives, config, feeds, notes)
 
     env = environment(config)
     env["load_average_start"] = env_start.get("load_average")
@@ -99,9 +99,11 @@ def _accuracy(lives: Sequence[LoadedVariant], reference: LoadedVariant, tokenize
     return evals
 
 
-def _profile(lives: Sequence[LoadedVariant], config: BenchConfig,
-             feeds: dict[str, np.ndarray]) -> tuple[dict[str, Any], str | None]:
-    """onnxruntime's per-operator profile of every onnxruntime variant, and its printed summary."""
+def _profile(lives: Sequence[LoadedVariant], config: BenchConfig, feeds: dict[str, np.ndarray],
+             notes: list[str]) -> tuple[dict[str, Any], str | None]:
+    """onnxruntime's per-operator profile of every onnxruntime variant, and its printed summary;
+    on a GPU, every node that ran on another provider is named in ``notes`` (never a silent
+    CPU fallback)."""
     if not config.output.profile:
         return {}, None
     from runtime.session import required_custom_op_libraries
@@ -116,4 +118,15 @@ def _profile(lives: Sequence[LoadedVariant], config: BenchConfig,
             Path(live.spec.export_dir) / "model.onnx", feeds, runs=config.output.profile_runs,
             providers=select_providers(config.backends.device), intra_op_threads=config.timing.threads,
             custom_op_libraries=libraries, name=live.spec.name)
+        if config.backends.device == "cuda":
+            _note_fallbacks(live.spec.name, profiles[live.spec.name].nodes_off(CUDA), notes)
     return profiles, (format_profile(profiles) if profiles else None)
+
+
+def _note_fallbacks(name: str, off: list[str], notes: list[str]) -> None:
+    if not off:
+        return
+    message = (f"{name}: {len(off)} node(s) ran outside CUDAExecutionProvider (CPU fallback): "
+               + ", ".join(off[:12]) + (" ..." if len(off) > 12 else ""))
+    logger.warning("%s", message)
+    notes.append(message)
