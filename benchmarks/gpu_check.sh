@@ -23,6 +23,8 @@
 #    models and, with onnxruntime-gpu, the onnxruntime exports; then (GPU_CHECK_CPU=1, default)
 #    the same sweep on this machine's CPUs with onnxruntime (compact, and sparse-kernel when the
 #    ai.smp library builds here with CMake), for a second machine's CPU numbers.
+# 5. benchmarks/gpu_2to4.py: torch fp16 dense vs 2:4 semi-structured linears (sparse tensor cores),
+#    per linear and for the whole encoder (GPU_2TO4_ROUNDS, GPU_2TO4_TIMEOUT 240 s).
 #
 # Knobs (environment): OUT, GPU_WHEELS, GPU_MODEL_DIR, GPU_CHECK_SWEEP, GPU_CHECK_RUNS (20),
 # GPU_CHECK_BATCH (32), GPU_CHECK_SEQ_LEN (128), GPU_CHECK_CPU (1), GPU_CHECK_DRY_RUN (0: 1 runs
@@ -204,5 +206,17 @@ for label, extra in plans:
 sys.exit(1 if failed else 0)
 EOF
 status=$?
+
+# ---------------------------------------------------------------- 5. 2:4 sparse tensor cores (torch only)
+# fp16 dense against torch.sparse.to_sparse_semi_structured linears, per linear and whole encoder;
+# needs only torch and transformers, so it runs even where onnxruntime-gpu could not be carried.
+echo "== 2:4 semi-structured suite (benchmarks/gpu_2to4.py)"
+two_four_args=(--out "$RESULTS/2to4" --rounds "${GPU_2TO4_ROUNDS:-30}" ${GPU_MODEL_DIR:+--model-dir "$GPU_MODEL_DIR"})
+[ "$DRY" = "1" ] && two_four_args+=(--dry-run --rounds 3 --warmup 1 --batches 2 --seq-len 16)
+if ! timeout "${GPU_2TO4_TIMEOUT:-240}" "$PY" benchmarks/gpu_2to4.py "${two_four_args[@]}"; then
+  echo "warning: the 2:4 suite failed"
+  [ "$status" = 0 ] && status=4
+fi
+
 echo "== done (exit $status); results in $RESULTS"
 exit $status

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import torch
 import pytest
 
 import runtime.providers as providers
@@ -124,3 +125,30 @@ def test_smp_bench_times_through_io_binding_on_request(tmp_path, monkeypatch):
     assert [r["name"] for r in data["records"]][-1] == "tiny" and all(r["p50_ms"] > 0 for r in data["records"])
     refused = _invoke(export, *FAST, "--tensorrt", "-o", tmp_path / "x")
     assert refused.exit_code == 2 and "TensorRT needs --device cuda" in refused.output
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_two_four_checkpoint_exports_two_four_along_k_for_tensorrt(tmp_path, precision):
+    """TensorRT's sparse tactics take 2:4 from the dense weights, along the GEMM's K (the input):
+    the MatMul weight [in, out] keeps at most 2 of every 4 consecutive rows in each column."""
+    import onnx
+    from onnx import numpy_helper
+
+    from smp_export.export import ExportOptions, export_onnx
+    from smp_export.structure import nm_mask
+    from smp_export.structure_check import structure_report
+    from tests.helpers import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(head="sequence-classification")
+    gen = torch.Generator().manual_seed(0)
+    ckpt.masks = {name: nm_mask(torch.rand(mask.shape, generator=gen), 2, 4) for name, mask in ckpt.masks.items()}
+    ckpt.metadata["structure"] = structure_report(ckpt.masks, ckpt.dims)
+    manifest = export_onnx(ckpt, tmp_path / "e", options=ExportOptions(weights="dense", precision=precision))
+    assert manifest.metadata["structure"]["two_four"] is True
+    model = onnx.load(str(tmp_path / "e" / "model.onnx"))
+    linears = [t for t in model.graph.initializer if t.name.endswith(".weight_t") and ".layer." in t.name]
+    assert len(linears) == len(ckpt.masks)
+    for tensor in linears:
+        w = numpy_helper.to_array(tensor)                       # [in (K), out (N)]
+        groups = (w.reshape(w.shape[0] // 4, 4, w.shape[1]) != 0).sum(1)
+        assert groups.max() <= 2, tensor.name
