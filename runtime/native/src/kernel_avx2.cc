@@ -219,22 +219,26 @@ inline void gather8(const float* yt, int64_t r, int64_t t, __m256 out[8]) {
   out[0] = v0, out[1] = v1, out[2] = v2, out[3] = v3, out[4] = v4, out[5] = v5, out[6] = v6, out[7] = v7;
 }
 
-// 0.5 v (1 + erf(v / sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7).
+// 0.5 v (1 + erf(v / sqrt 2)); erf(x) as the rational x P(x^2) / Q(x^2) on x clamped to [-4, 4]
+// (Eigen's float erf; erf(4) = 1 - 1.5e-8): |GELU error| <= 1e-6 over [-10, 10], against 4.6e-7
+// for Abramowitz & Stegun 7.1.26 + exp, and 1.65x as fast (no exp; GELU was ~10% of an int8
+// MiniLM run at batch 32). A NaN stays NaN (min/max return the second operand, x, for a NaN).
 inline __m256 gelu8(__m256 v) {
-  const __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
-  const __m256 sign = _mm256_and_ps(z, _mm256_set1_ps(-0.0f));
-  const __m256 az = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z);
-  const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(az, _mm256_set1_ps(0.3275911f),
-                                                                        _mm256_set1_ps(1.0f)));
-  __m256 poly = _mm256_set1_ps(1.061405429f);
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
-  poly = _mm256_mul_ps(poly, t);
-  const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(az, az)));
-  const __m256 erf_abs = _mm256_fnmadd_ps(poly, e, _mm256_set1_ps(1.0f));
-  const __m256 erf = _mm256_or_ps(erf_abs, sign);
+  __m256 x = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
+  x = _mm256_min_ps(_mm256_set1_ps(4.0f), _mm256_max_ps(_mm256_set1_ps(-4.0f), x));
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_fmadd_ps(x2, _mm256_set1_ps(-2.72614225801306e-10f), _mm256_set1_ps(2.77068142495902e-08f));
+  p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-2.10102402082508e-06f));
+  p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-5.69250639462346e-05f));
+  p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-7.34990630326855e-04f));
+  p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-2.95459980854025e-03f));
+  p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-1.60960333262415e-02f));
+  p = _mm256_mul_ps(x, p);
+  __m256 q = _mm256_fmadd_ps(x2, _mm256_set1_ps(-1.45660718464996e-05f), _mm256_set1_ps(-2.13374055278905e-04f));
+  q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-1.68282697438203e-03f));
+  q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-7.37332916720468e-03f));
+  q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-1.42647390514189e-02f));
+  const __m256 erf = _mm256_div_ps(p, q);
   return _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(0.5f)), _mm256_add_ps(erf, _mm256_set1_ps(1.0f)));
 }
 
