@@ -113,13 +113,15 @@ def _flat(config: BenchConfig) -> dict[str, Any]:
 
 
 def shipped_group(args: argparse.Namespace) -> Group:
-    """The shipped SMP-S checkpoint in every variant x precision, exported into ``--work-dir``."""
+    """A shipped checkpoint (``--checkpoint``, default the SMP-S 10% one) in every variant x CPU
+    precision, exported into ``--work-dir``/shipped."""
     from smp_bench.plan import export_options, family_of
     from smp_export.export import export_onnx
     from smp_export.readers import read_checkpoint
 
     config = _bench_config(args, precisions=tuple(_precisions()))
-    group = Group("shipped", "", SHIPPED)
+    source = Path(getattr(args, "checkpoint", None) or SHIPPED)
+    group = Group("shipped", "", source)
     ckpt = None
     built: list[tuple[str, Path]] = []
     for weights, precision in _builds(config, group.notes):
@@ -127,27 +129,34 @@ def shipped_group(args: argparse.Namespace) -> Group:
         out = args.work_dir / "shipped" / family
         options = export_options(config, weights, precision)
         try:
-            if args.rebuild or not _current(out, options, SHIPPED):
-                ckpt = ckpt or read_checkpoint(SHIPPED)
-                logger.info("exporting %s --weights %s --precision %s -> %s", SHIPPED, weights, precision, out)
+            if args.rebuild or not _current(out, options, source):
+                ckpt = ckpt or read_checkpoint(source)
+                logger.info("exporting %s --weights %s --precision %s -> %s", source, weights, precision, out)
                 export_onnx(ckpt, out, options=options)
         except SmpError as exc:
             group.skipped.append(Skipped(group.name, f"{family}@shipped", f"smp-export failed: {exc}"))
             continue
         built.append((family, out))
     if not built:
-        raise SystemExit(f"error: no export of {SHIPPED} could be built: "
+        raise SystemExit(f"error: no export of {source} could be built: "
                          + "; ".join(f"{s.name}: {s.reason}" for s in group.skipped))
     group.reference = _reference_of([out for _, out in built], config)
     density = float(Manifest.read(built[0][1]).totals.get("density", 1.0)) if built else 1.0
     for family, out in built:
         group.exports.append((project_info(f"{family}@{1 - density:.2f}", out, f"SMP-S {density:.2f} kept",
                                            1 - density), out))
-    group.description = (f"The shipped SMP-S checkpoint ({SHIPPED.relative_to(ROOT)}, {density:.0%} of the encoder's "
+    group.description = (f"The shipped SMP-S checkpoint ({_shown(source)}, {density:.1%} of the encoder's "
                          "linear weights kept, prototype head: logits) in every variant x precision; ort-dense and "
                          f"the peers run the unpruned MiniLM with the same head ({group.reference}). task acc: the "
                          "head's accuracy; cosine: of the logit rows.")
     return group
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def magnitude_group(args: argparse.Namespace) -> Group:
@@ -183,6 +192,7 @@ def magnitude_group(args: argparse.Namespace) -> Group:
 
 
 def _precisions() -> tuple[str, ...]:
-    from smp_export.options import PRECISIONS
+    """The precisions timed on a CPU (fp16 is for GPUs: on a CPU it only adds a slow row)."""
+    from smp_export.options import CPU_PRECISIONS
 
-    return tuple(PRECISIONS)
+    return tuple(CPU_PRECISIONS)

@@ -278,11 +278,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="warn when the 1-min load average at start, or the cores other processes keep busy "
                              "while a section is timed, is above this")
     parser.add_argument("--rebuild", action="store_true", help="re-export the shipped checkpoint")
-    parser.add_argument("--work-dir", type=Path, default=ROOT / "build" / "peers")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="the shipped group's checkpoint [default: checkpoints/minilm-bbc-smp-s-keep0.10]")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="exports and peer models [default: build/peers, build/peers-<name> with --checkpoint]")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "build" / "bench-cache")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--no-record", dest="record", action="store_false", help="do not add a line to INDEX.md")
     args = parser.parse_args(argv)
+    if args.work_dir is None:        # another checkpoint has another head: its own peer models too
+        args.work_dir = ROOT / "build" / ("peers" if args.checkpoint is None else f"peers-{args.checkpoint.name}")
     if args.quick:
         args.groups, args.runs, args.eval_samples, args.calib_samples = "shipped", 4, 64, 32
     args.groups = [g for g in args.groups.split(",") if g]
