@@ -108,8 +108,9 @@ def _label_words(text: str | None) -> tuple[str, ...] | None:
               show_default=True, help="int8 / fp16, logits: least share of validation rows (near ties aside) with "
                                       "the fp32 model's argmax.")
 @click.option("--tie-margin", type=click.FloatRange(min=0.0), default=QuantizedValidationConfig().tie_margin,
-              show_default=True, help="int8 / fp16, logits: rows whose fp32 top-2 margin is below this x the row's "
-                                      "logits std are near ties, left out of --min-top1.")
+              show_default=True, help="int8 / fp16, logits: rows whose fp32 top-2 margin is below this x the "
+                                      "batch's logit scale and whose top two swapped are near ties, left out of "
+                                      "--min-top1.")
 @click.option("--tokenizer/--no-tokenizer", default=True, show_default=True,
               help="Copy the checkpoint's tokenizer files, loaded and round-tripped on a sample text first; "
                    "--no-tokenizer leaves them out (the export then takes token ids only).")
@@ -154,7 +155,7 @@ def main(model_dir: Path, fmt: str, output: Path | None, input_format: str | Non
     if fmt != "triton" and given(handoff):
         raise click.UsageError(f"{', '.join(given(handoff))} need --format triton")
     with cli_errors(sigterm=True):
-        check_precision(get_variant(weights), precision)
+        check_precision(get_variant(weights), precision, options.attention)
         if fmt == "triton":
             check_handoff(get_variant(weights), TRITON)
             triton, kserve = build_handoff(handoff, overwrite=overwrite)

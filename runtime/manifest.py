@@ -51,7 +51,7 @@ class ValidationRecord:
     cosine_min: float | None = None                         # int8: ... and the worst row
     top1_agreement: float | None = None                     # int8, logits: rows with the same argmax
     top1_decisive: float | None = None                      # ... over the rows that are not near ties
-    near_ties: int | None = None                            # rows whose fp32 top-2 margin < tie_margin x std
+    near_ties: int | None = None                            # rows set aside: top two swapped, margin < tie_margin
     min_cosine: float | None = None                         # int8: the thresholds it was held to
     min_top1: float | None = None                           # (held by top1_decisive)
     tie_margin: float | None = None

@@ -21,7 +21,7 @@ from .errors import CustomOpError, DeviceError, SessionError, TokenizerError
 from .jsonfile import read_json_object
 from .kernels import LIBRARY_NAME, SPARSE_DOMAIN, KernelLibraryError, custom_op_library_path
 from .manifest import MANIFEST_NAME, Manifest
-from .providers import CUDA, DEVICES, TensorRTOptions, gpu_providers, import_onnxruntime, select_providers
+from .providers import CUDA, DEVICES, TENSORRT, TensorRTOptions, gpu_providers, import_onnxruntime, select_providers
 from .tokenize import Texts, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,24 @@ def _session_options(ort: Any, config: SessionConfig) -> Any:
             raise SessionError("custom-op library not found", path=lib, field="custom_op_libraries")
         opts.register_custom_ops_library(str(lib))
     return opts
+
+
+def check_used_providers(used: Sequence[str], config: SessionConfig, model_path: Path) -> None:
+    """onnxruntime falls back quietly when a provider fails to start (CUDA to the CPU, TensorRT
+    to CUDA): refuse a session that does not run where ``config`` asked."""
+    if config.device == "cuda" and CUDA not in used:
+        raise DeviceError("CUDAExecutionProvider failed to initialise (check the CUDA and cuDNN "
+                          "libraries); onnxruntime fell back to the CPU", path=model_path, field="--device")
+    if config.tensorrt and TENSORRT not in used:
+        raise DeviceError("TensorrtExecutionProvider failed to initialise (check the TensorRT libraries, "
+                          "libnvinfer); onnxruntime fell back to CUDA", path=model_path, field="--tensorrt")
+
+
+def session_providers(export_dir: str | Path, config: SessionConfig) -> list[Any]:
+    """The providers (with options) ``ModelSession.load`` would give ``export_dir``."""
+    directory = Path(export_dir)
+    manifest = Manifest.read(directory) if (directory / MANIFEST_NAME).is_file() else None
+    return _providers(directory, manifest, config)
 
 
 def _providers(directory: Path, manifest: Manifest | None, config: SessionConfig) -> list[Any]:
@@ -205,10 +223,7 @@ class ModelSession:
             session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime's pybind errors derive from Exception directly
             raise _load_error(model_path, exc, needed, bool(config.custom_op_libraries)) from exc
-        if config.device == "cuda" and CUDA not in session.get_providers():
-            raise DeviceError("CUDAExecutionProvider failed to initialise (check the CUDA and cuDNN "
-                              "libraries); onnxruntime fell back to the CPU", path=model_path,
-                              field="--device")
+        check_used_providers(session.get_providers(), config, model_path)
         tokenizer = None
         if has_tokenizer(directory):
             tokenizer = Tokenizer.from_dir(directory)

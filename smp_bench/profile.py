@@ -88,9 +88,9 @@ class ProfileSummary:
     trace: str | None = None
     placement: dict[str, list[str]] = field(default_factory=dict)   # provider -> the nodes it ran
 
-    def nodes_off(self, provider: str) -> list[str]:
-        """The nodes that ran on any provider but ``provider`` (a GPU run's CPU fallbacks)."""
-        return sorted(n for p, nodes in self.placement.items() if p != provider for n in nodes)
+    def nodes_off(self, providers: set[str]) -> list[str]:
+        """The nodes that ran on a provider not in ``providers`` (a GPU run's CPU fallbacks)."""
+        return sorted(n for p, nodes in self.placement.items() if p not in providers for n in nodes)
 
     @property
     def node_ms(self) -> float:
@@ -182,7 +182,7 @@ def model_node_info(model_path: str | Path) -> dict[str, NodeInfo]:
 
 
 def profile_model(model_path: str | Path, feeds: Mapping[str, Any], *, runs: int = 3, warmup: int = 1,
-                  providers: Sequence[str] = ("CPUExecutionProvider",), intra_op_threads: int | None = None,
+                  providers: Sequence[Any] = ("CPUExecutionProvider",), intra_op_threads: int | None = None,
                   custom_op_libraries: Iterable[str] = (), trace_dir: str | Path | None = None,
                   name: str = "model") -> ProfileSummary:
     """Run ``model_path`` ``warmup + runs`` times with profiling on and summarise the trace.

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from runtime.providers import CUDA, select_providers
+from runtime.providers import CUDA, TENSORRT
 from runtime.tokenize import Tokenizer
 from smp_export.progress import listening
 
@@ -106,7 +106,7 @@ def _profile(lives: Sequence[LoadedVariant], config: BenchConfig, feeds: dict[st
     CPU fallback)."""
     if not config.output.profile:
         return {}, None
-    from runtime.session import required_custom_op_libraries
+    from runtime.session import SessionConfig, required_custom_op_libraries, session_providers
 
     from .profile import format_profile, profile_model
 
@@ -116,17 +116,20 @@ def _profile(lives: Sequence[LoadedVariant], config: BenchConfig, feeds: dict[st
         libraries = required_custom_op_libraries(live.spec.export_dir, config.backends.custom_op_libraries)
         profiles[live.spec.name] = profile_model(
             Path(live.spec.export_dir) / "model.onnx", feeds, runs=config.output.profile_runs,
-            providers=select_providers(config.backends.device), intra_op_threads=config.timing.threads,
+            providers=session_providers(live.spec.export_dir, SessionConfig(
+                device=config.backends.device, tensorrt=config.backends.tensorrt)),
+            intra_op_threads=config.timing.threads,
             custom_op_libraries=libraries, name=live.spec.name)
         if config.backends.device == "cuda":
-            _note_fallbacks(live.spec.name, profiles[live.spec.name].nodes_off(CUDA), notes)
+            _note_fallbacks(live.spec.name, profiles[live.spec.name].nodes_off({CUDA, TENSORRT}), notes)
     return profiles, (format_profile(profiles) if profiles else None)
 
 
 def _note_fallbacks(name: str, off: list[str], notes: list[str]) -> None:
     if not off:
         return
-    message = (f"{name}: {len(off)} node(s) ran outside CUDAExecutionProvider (CPU fallback): "
-               + ", ".join(off[:12]) + (" ..." if len(off) > 12 else ""))
+    message = (f"{name}: {len(off)} node(s) ran outside the GPU providers (CPU fallback): "
+               + ", ".join(off[:12]) + (" ..." if len(off) > 12 else "")
+               + " (the profile's times of CUDA nodes are their launches on the host, not GPU time)")
     logger.warning("%s", message)
     notes.append(message)

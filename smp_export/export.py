@@ -43,7 +43,7 @@ def export_onnx(ckpt: PrunedCheckpoint, output_dir: str | Path, *,
                 options: ExportOptions = ExportOptions()) -> Manifest:
     """Export ``ckpt`` to ``output_dir`` (model.onnx, config, tokenizer, manifest.json)."""
     variant = get_variant(options.weights)
-    check_precision(variant, options.precision)  # so does a precision the variant lacks
+    check_precision(variant, options.precision, options.attention)  # so does a precision the variant lacks
     attention_mode(options)                      # and an unknown mode
     manifest = write_atomically(Path(output_dir), options.overwrite,
                                 lambda tmp: _export_into(ckpt, tmp, variant, options))

@@ -24,15 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
 from .errors import ExportError
 
 logger = logging.getLogger(__name__)
 
 KEEP_FP32 = ("LayerNormalization", "SkipLayerNormalization", "Softmax")
+#: The converter's own list (Max, Min, Range, TopK, ...: the prototype head's norm clamp is a Max
+#: with a 1e-12 floor, which fp16 would flush) plus ours: passing a list replaces the default.
+BLOCK_LIST: tuple[str, ...] = (*DEFAULT_OP_BLOCK_LIST, *KEEP_FP32)
 #: What ``convert_fp16`` does (recorded in the manifest's export_options).
 CONVERSION: dict[str, Any] = {"method": "onnxruntime.transformers.float16.convert_float_to_float16",
-                              "keep_io_types": True, "op_block_list": list(KEEP_FP32)}
+                              "keep_io_types": True, "op_block_list": list(BLOCK_LIST)}
 
 
 def convert_fp16(path: Path) -> onnx.ModelProto:
@@ -44,7 +48,7 @@ def convert_fp16(path: Path) -> onnx.ModelProto:
     path = Path(path)
     staged = path.with_name(f".fp16-{path.name}")
     try:
-        model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True, op_block_list=list(KEEP_FP32),
+        model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True, op_block_list=list(BLOCK_LIST),
                                          disable_shape_infer=False)
         OnnxModel(model).topological_sort()     # the converter appends its Casts at the end of the graph
         onnx.save(model, str(staged))

@@ -36,18 +36,26 @@ def _row_cosines(got: np.ndarray, want: np.ndarray, mask: np.ndarray) -> np.ndar
 
 
 def _top1(got: np.ndarray, want: np.ndarray, tie_margin: float) -> dict[str, float | int | None]:
-    """Top-1 agreement of logits rows, over all rows and over the decisive ones: a row whose
-    fp32 top-2 margin is below ``tie_margin`` x its logits' standard deviation is a near tie,
-    which any rounding may swap (with |int8 - fp32| <= d per logit, a flip needs a margin <= 2d)."""
+    """Top-1 agreement of logits rows, over all rows and over the decisive ones. A row is set
+    aside as a near tie when its fp32 top-2 margin is below ``tie_margin`` x the batch's logit
+    scale (the median over rows of top logit minus the row's median logit: one outlier logit or
+    row cannot inflate it) *and* the other model's argmax is the fp32 winner or runner-up: any
+    rounding may swap two near-equal logits (with |error| <= d per logit, a swap needs a margin
+    <= 2d), but a flip to a third label is never excused."""
     agree = got.argmax(-1) == want.argmax(-1)
     if want.shape[-1] < 2:
-        decisive = np.ones(len(want), bool)
+        aside = np.zeros(len(want), bool)
     else:
-        top2 = np.sort(want.astype(np.float64), -1)[:, -2:]
-        decisive = top2[:, 1] - top2[:, 0] >= tie_margin * want.astype(np.float64).std(-1)
+        w = want.astype(np.float64)
+        order = np.argsort(-w, axis=-1, kind="stable")
+        top = np.take_along_axis(w, order[:, :1], -1)[:, 0]
+        second = np.take_along_axis(w, order[:, 1:2], -1)[:, 0]
+        scale = float(np.median(w.max(-1) - np.median(w, axis=-1))) if len(w) else 0.0
+        aside = (top - second < tie_margin * scale) & (agree | (got.argmax(-1) == order[:, 1]))
+    decisive = ~aside
     return {"top1_agreement": float(agree.mean()) if agree.size else None,
             "top1_decisive": float(agree[decisive].mean()) if decisive.any() else None,
-            "near_ties": int((~decisive).sum())}
+            "near_ties": int(aside.sum())}
 
 
 def _metrics(pairs: Sequence[OutputPair], labels: bool,
@@ -83,6 +91,9 @@ def _shortfalls(metrics: Mapping[str, float | None], q: QuantizedValidationConfi
     """What falls below the thresholds ``q``, and the option of the first one."""
     ties = f" ({metrics['near_ties']} near ties not counted, --tie-margin {q.tie_margin:g})" \
         if metrics.get("near_ties") else ""
+    if metrics.get("near_ties") and metrics.get("top1_decisive") is None:
+        return [f"top-1 cannot be held: all {metrics['near_ties']} validation rows are near ties (--tie-margin "
+                f"{q.tie_margin:g}; 0 holds every row)"], "--tie-margin"
     checks = [("cosine_min", q.min_cosine, "--min-cosine", "worst row cosine", ""),
               ("top1_decisive", q.min_top1, "--min-top1", "top-1 agreement", ties)]
     failures, field = [], None

@@ -211,13 +211,17 @@ def check_handoff(variant: Variant, handoff: str) -> None:
                           f"{', '.join(able)}", field="--weights")
 
 
-def check_precision(variant: Variant, precision: str) -> None:
+def check_precision(variant: Variant, precision: str, attention: str | None = None) -> None:
     """ExportError naming ``--precision`` before any work when ``variant`` cannot be exported in
-    ``precision`` (see the module docstring for why int8 is dense / compact only, for now)."""
+    ``precision`` (see the module docstring for why int8 is dense / compact only, for now), or
+    ``--attention`` when its attention node cannot (``smp`` is an fp32 / int8 kernel)."""
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}",
                           field="--precision")
     if precision in variant.precisions:
+        if precision == FP16 and (attention or variant.attention) == "smp":
+            raise ExportError("--precision fp16 converts every activation to float16, and ai.smp.Attention takes "
+                              "float32 only: use --attention onnx or mha", field="--attention")
         return
     able = [v.name for v in VARIANTS.values() if precision in v.precisions]
     raise ExportError(f"--precision {precision} is not available for --weights {variant.name}: "

@@ -83,3 +83,22 @@ def test_cli_fp16(tmp_path):
                                         "-o", str(tmp_path / "k")])
     assert refused.exit_code == 2 and "--precision fp16 is not available" in refused.output
     assert not (tmp_path / "k").exists()
+
+
+def test_fp16_with_the_smp_attention_kernel_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ExportError, match="ai.smp.Attention takes float32 only") as info:
+        export_onnx(tiny_checkpoint(), tmp_path / "e",
+                    options=ExportOptions(weights="compact", precision="fp16", attention="smp", validate=False))
+    assert info.value.field == "--attention" and not (tmp_path / "e").exists()
+    manifest = export_onnx(tiny_checkpoint(), tmp_path / "mha",
+                           options=ExportOptions(weights="compact", precision="fp16", attention="mha"))
+    assert manifest.validation.passed and manifest.validation.cosine_min > 0.999
+
+
+def test_the_converters_own_block_list_is_kept():
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
+    from smp_export.fp16 import CONVERSION
+
+    assert {"Max", "Min", "TopK", "Range"} <= set(DEFAULT_OP_BLOCK_LIST) <= set(CONVERSION["op_block_list"])
+    assert set(KEEP_FP32) <= set(CONVERSION["op_block_list"])

@@ -16,7 +16,7 @@ from runtime.errors import DeviceError
 from runtime.kernels import library_available
 from runtime.manifest import Manifest
 from runtime.providers import CPU, CUDA, TENSORRT, TensorRTOptions, gpu_providers
-from runtime.session import ModelSession, SessionConfig, _providers
+from runtime.session import ModelSession, SessionConfig, _providers, check_used_providers
 from smp_bench.profile import parse_trace
 from tests.test_serve_support import tiny_export, tiny_kernel_export
 
@@ -98,12 +98,12 @@ def test_the_profile_names_nodes_that_fell_back_to_the_cpu():
              node("/layer.0/MatMul", CUDA, 10), node("/shape/Gather", CPU, 20), node("/layer.1/MatMul", CUDA, 30)]
     summary = parse_trace(trace)
     assert summary.placement == {CUDA: ["/layer.0/MatMul", "/layer.1/MatMul"], CPU: ["/shape/Gather"]}
-    assert summary.nodes_off(CUDA) == ["/shape/Gather"]
+    assert summary.nodes_off({CUDA}) == ["/shape/Gather"] and summary.nodes_off({CUDA, CPU}) == []
     fields = summary.to_fields()
     assert fields["profile_nodes_cuda"] == 2 and fields["profile_nodes_cpu"] == 1
     notes: list[str] = []
-    _note_fallbacks("compact@0.90", summary.nodes_off(CUDA), notes)
-    assert notes == ["compact@0.90: 1 node(s) ran outside CUDAExecutionProvider (CPU fallback): /shape/Gather"]
+    _note_fallbacks("compact@0.90", summary.nodes_off({CUDA}), notes)
+    assert notes[0].startswith("compact@0.90: 1 node(s) ran outside the GPU providers (CPU fallback): /shape/Gather")
     _note_fallbacks("dense", [], notes)
     assert len(notes) == 1
 
@@ -127,8 +127,8 @@ def test_smp_bench_times_through_io_binding_on_request(tmp_path, monkeypatch):
     assert refused.exit_code == 2 and "TensorRT needs --device cuda" in refused.output
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_a_two_four_checkpoint_exports_two_four_along_k_for_tensorrt(tmp_path, precision):
+@pytest.mark.parametrize("weights, precision", [("dense", "fp32"), ("dense", "fp16"), ("compact", "fp16")])
+def test_a_two_four_checkpoint_exports_two_four_along_k_for_tensorrt(tmp_path, weights, precision):
     """TensorRT's sparse tactics take 2:4 from the dense weights, along the GEMM's K (the input):
     the MatMul weight [in, out] keeps at most 2 of every 4 consecutive rows in each column."""
     import onnx
@@ -143,7 +143,7 @@ def test_a_two_four_checkpoint_exports_two_four_along_k_for_tensorrt(tmp_path, p
     gen = torch.Generator().manual_seed(0)
     ckpt.masks = {name: nm_mask(torch.rand(mask.shape, generator=gen), 2, 4) for name, mask in ckpt.masks.items()}
     ckpt.metadata["structure"] = structure_report(ckpt.masks, ckpt.dims)
-    manifest = export_onnx(ckpt, tmp_path / "e", options=ExportOptions(weights="dense", precision=precision))
+    manifest = export_onnx(ckpt, tmp_path / "e", options=ExportOptions(weights=weights, precision=precision))
     assert manifest.metadata["structure"]["two_four"] is True
     model = onnx.load(str(tmp_path / "e" / "model.onnx"))
     linears = [t for t in model.graph.initializer if t.name.endswith(".weight_t") and ".layer." in t.name]
@@ -152,3 +152,15 @@ def test_a_two_four_checkpoint_exports_two_four_along_k_for_tensorrt(tmp_path, p
         w = numpy_helper.to_array(tensor)                       # [in (K), out (N)]
         groups = (w.reshape(w.shape[0] // 4, 4, w.shape[1]) != 0).sum(1)
         assert groups.max() <= 2, tensor.name
+
+
+def test_a_provider_that_did_not_start_is_an_error_not_a_quiet_fallback(tmp_path):
+    cuda, trt = SessionConfig(device="cuda"), SessionConfig(device="cuda", tensorrt=True)
+    check_used_providers([CUDA, CPU], cuda, tmp_path)
+    check_used_providers([TENSORRT, CUDA, CPU], trt, tmp_path)
+    with pytest.raises(DeviceError, match="fell back to the CPU") as info:
+        check_used_providers([CPU], cuda, tmp_path)
+    assert info.value.field == "--device"
+    with pytest.raises(DeviceError, match="TensorrtExecutionProvider failed to initialise") as info:
+        check_used_providers([CUDA, CPU], trt, tmp_path)          # what onnxruntime does when libnvinfer is missing
+    assert info.value.field == "--tensorrt"

@@ -130,3 +130,28 @@ def test_a_swapped_near_tie_does_not_refuse_but_a_decisive_flip_does():
     # tie_margin 0: every row counts, as before near ties were set apart.
     _, strict = _metrics([_pair(tie_swapped, want)], True, 0.0)
     assert strict["near_ties"] == 0 and _shortfalls(strict, config.quantized)[1] == "--min-top1"
+
+
+def test_an_outlier_logit_does_not_excuse_a_flip_and_a_third_label_never_is():
+    from smp_export.reduced import _metrics, _shortfalls
+    from smp_export.validate import QuantizedValidationConfig
+
+    q = QuantizedValidationConfig(min_top1=0.95, min_cosine=0.0)
+    # One very low logit inflates a standard deviation, not the top-minus-median scale: a margin of 1 counts.
+    _, m = _metrics([_pair([[4.0, 5.0, -100.0]], [[5.0, 4.0, -100.0]])], True, q.tie_margin)
+    assert m["near_ties"] == 0 and m["top1_decisive"] == 0.0 and _shortfalls(m, q)[1] == "--min-top1"
+    # A near tie in fp32 whose int8 argmax is a third label is a real flip.
+    want = [[2.0, 1.99, -1.0], [3.0, 0.0, -3.0], [0.0, 2.0, -2.0]]
+    third = [[1.0, 1.0, 2.5], [3.0, 0.0, -3.0], [0.0, 2.0, -2.0]]
+    _, m = _metrics([_pair(third, want)], True, q.tie_margin)
+    assert m["near_ties"] == 0 and m["top1_decisive"] == pytest.approx(2 / 3)
+
+
+def test_all_rows_near_ties_is_a_failure_not_a_pass():
+    from smp_export.reduced import _metrics, _shortfalls
+    from smp_export.validate import QuantizedValidationConfig
+
+    q = QuantizedValidationConfig(min_cosine=0.0, tie_margin=2.0)
+    _, m = _metrics([_pair([[1.0, 1.2, 0.0]], [[1.2, 1.0, 0.0]])], True, q.tie_margin)
+    failures, field = _shortfalls(m, q)
+    assert field == "--tie-margin" and "all 1 validation rows are near ties" in failures[0]
