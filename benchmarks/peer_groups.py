@@ -145,10 +145,13 @@ def shipped_group(args: argparse.Namespace) -> Group:
     for family, out in built:
         group.exports.append((project_info(f"{family}@{1 - density:.2f}", out, f"SMP-S {density:.2f} kept",
                                            1 - density), out))
+    own_dense = any(Path(group.reference).resolve() == out.resolve() for _, out in built)
+    runs = (f"this checkpoint's own dense export ({group.reference}: its zeros kept, so the unpruned model's "
+            "shapes and dense speed, but the pruned model's outputs; its source has no unpruned model on disk)"
+            if own_dense else f"the unpruned MiniLM with the same head ({group.reference})")
     group.description = (f"The shipped SMP-S checkpoint ({_shown(source)}, {density:.1%} of the encoder's "
                          "linear weights kept, prototype head: logits) in every variant x precision; ort-dense and "
-                         f"the peers run the unpruned MiniLM with the same head ({group.reference}). task acc: the "
-                         "head's accuracy; cosine: of the logit rows.")
+                         f"the peers run {runs}. task acc: the head's accuracy; cosine: of the logit rows.")
     return group
 
 
