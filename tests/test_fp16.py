@@ -64,7 +64,8 @@ def test_fp16_is_refused_where_a_variant_lacks_it(weights, reason):
 
 def test_a_threshold_it_misses_refuses_the_export_and_writes_nothing(tmp_path):
     strict = ValidationConfig(fp16=QuantizedValidationConfig(min_cosine=1.0))
-    with pytest.raises(ValidationError, match=r"worst row cosine .* < --min-cosine 1 \(fp16 vs the masked fp32") as info:
+    refused = r"worst row cosine .* < --min-cosine 1 \(fp16 vs the masked fp32"
+    with pytest.raises(ValidationError, match=refused) as info:
         export_onnx(tiny_checkpoint(), tmp_path / "e",
                     options=ExportOptions(weights="compact", precision="fp16", validation=strict))
     assert info.value.field == "--min-cosine" and not (tmp_path / "e").exists()
