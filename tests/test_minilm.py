@@ -63,6 +63,23 @@ def test_shipped_smp_checkpoint_exports_with_no_flags(tmp_path):
     assert labels == ["business", "sports"]
 
 
+@pytest.mark.parametrize("name, density, heads", [("minilm-bbc-smp-s-hybrid-0.20-h0.33-i0.30", 0.079, 4),
+                                                   ("minilm-bbc-smp-s-hybrid-0.10-h0.25-i0.20", 0.034, 3)])
+def test_shipped_hybrid_checkpoints_compact_to_their_units(tmp_path, name, density, heads):
+    """The hybrid checkpoints in checkpoints/: their recorded granularity, density and kept heads,
+    and a compact export that drops the pruned units and still classifies."""
+    from pathlib import Path
+
+    from smp_export.export import ExportOptions, export_onnx
+
+    ckpt = read_checkpoint(Path(__file__).resolve().parents[1] / "checkpoints" / name)
+    assert ckpt.metadata["granularity"] == "hybrid"
+    manifest = export_onnx(ckpt, tmp_path / "e", options=ExportOptions(weights="compact"))
+    assert manifest.totals["density"] == pytest.approx(density, abs=1e-3) and manifest.validation.passed
+    assert max(manifest.metadata["structure"]["heads_with_weights"]) <= heads
+    assert manifest.totals["heads_removed"] > 0 and manifest.totals["neurons_removed"] > 0
+
+
 def test_shipped_checkpoint_with_bad_metadata_names_the_field(tmp_path):
     from smp_export.errors import CheckpointError
 
