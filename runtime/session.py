@@ -121,14 +121,18 @@ def session_providers(export_dir: str | Path, config: SessionConfig) -> list[Any
     return _providers(directory, manifest, config)
 
 
+def export_domains(directory: Path, manifest: Manifest | None) -> set[str]:
+    """The operator domains an export uses: those its manifest lists and those its model holds."""
+    domains = set(manifest.custom_op_domains) if manifest else set()
+    return domains | (model_domains(directory / MODEL_FILE) or set())
+
+
 def _providers(directory: Path, manifest: Manifest | None, config: SessionConfig) -> list[Any]:
     """The providers for ``config.device``; DeviceError for an ai.smp model on a GPU (its kernels
     are CPU code: onnxruntime would copy every activation to the host and back around them)."""
     if config.device == "cpu":
         return select_providers("cpu")
-    domains = set(manifest.custom_op_domains) if manifest else set()
-    domains |= model_domains(directory / MODEL_FILE) or set()
-    if SPARSE_DOMAIN in domains:
+    if SPARSE_DOMAIN in export_domains(directory, manifest):
         raise DeviceError(f"{directory.name} uses the {SPARSE_DOMAIN} kernels, which run on the CPU only; export "
                           "compact or dense (fp32 or --precision fp16) for --device cuda", path=directory / MODEL_FILE,
                           field="--device")

@@ -32,7 +32,7 @@ from ..errors import TritonRepositoryError
 from ..kernels import LIBRARY_NAME, SPARSE_DOMAIN, KernelLibraryError, custom_op_library_path
 from ..manifest import MANIFEST_NAME, Manifest
 from ..providers import import_onnxruntime
-from ..session import BUILTIN_DOMAINS, model_domains
+from ..session import BUILTIN_DOMAINS, export_domains
 from .config import sanitize_model_name
 from .kserve import FILE_NAME as KSERVE_FILE
 from .kserve import MOUNT, KServeOptions, render_inference_service
@@ -64,10 +64,8 @@ def read_io(model_path: Path, custom_op_libraries: tuple[str, ...] = ()) -> tupl
 
 def needs_kernel_library(export_dir: Path) -> bool:
     """Whether the model needs the ai.smp library; TritonRepositoryError for any other custom domain."""
-    domains: set[str] = set()
-    if (export_dir / MANIFEST_NAME).is_file():
-        domains |= set(Manifest.read(export_dir).custom_op_domains)
-    domains |= model_domains(export_dir / MODEL_FILE) or set()
+    manifest = Manifest.read(export_dir) if (export_dir / MANIFEST_NAME).is_file() else None
+    domains = export_domains(export_dir, manifest)
     custom = sorted(domains - BUILTIN_DOMAINS - {SPARSE_DOMAIN})
     if custom:
         raise TritonRepositoryError(f"the model needs custom operator domain(s) {', '.join(custom)}, whose "
